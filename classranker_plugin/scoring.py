@@ -1,0 +1,164 @@
+"""The scorer engine: a ClassSet and a model in, scores and a selection out.
+
+``score_classes`` turns class averages into scores in [0, 1]; ``select_classes`` applies the
+cutoff (and the minimum numbers of classes / particles); ``auto_select`` does both and writes the
+outputs, atomically, in RELION's formats.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .checkpoint import Ranker, load_model
+from .classset import ClassSet
+from .errors import InputError
+from .explain import explain_scores
+from .features import compute_features
+from .io import atomic_output_dir, empty_class_mask, validate_classes
+from .io.writers import write_class_scores, write_particles, write_selected_class_averages
+from .preprocess import model_images, relion_model_images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreResult:
+    """Per-class outcome of scoring; arrays are in the ClassSet's class order."""
+
+    scores: np.ndarray
+    feature_vectors: np.ndarray
+    feature_names: list
+    empty: np.ndarray
+    inputs_used: list
+    explanations: list = field(default_factory=list)
+    model: str = ""
+    timings: dict = field(default_factory=dict)
+
+
+def validate_cutoff(cutoff: float, name: str = "cutoff") -> float:
+    cutoff = float(cutoff)
+    if not 0.0 <= cutoff <= 1.0 or np.isnan(cutoff):
+        raise InputError(f"{name} {cutoff} is outside [0, 1]",
+                         fix=f"scores run from 0 (junk) to 1 (good): give a {name} between 0 and 1, e.g. 0.5")
+    return cutoff
+
+
+def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: str = "auto",
+                  batch_size: int = 256, explain: bool = True) -> ScoreResult:
+    """Score every class of ``classset`` with ``ranker`` (default: the bundled model)."""
+    validate_classes(classset)
+    ranker = ranker or load_model(device=device)
+    timings = {}
+    t0 = time.perf_counter()
+    features = compute_features(classset, ranker.feature_set)
+    if list(features.names) != list(ranker.feature_names):
+        raise InputError(f"the model expects the features {ranker.feature_names} but feature set "
+                         f"'{ranker.feature_set}' computes {features.names}", ranker.path,
+                         fix="use a model trained with this ClassRanker version")
+    images = (relion_model_images(classset) if ranker.image_kind == "relion"
+              else model_images(classset, size=ranker.image_size))
+    timings["features_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    logits = ranker.logits(images, features.values, batch_size=batch_size)
+    scores = ranker.scores_from_logits(logits).astype(np.float32)
+    timings["inference_s"] = time.perf_counter() - t0
+    explanations = []
+    if explain:
+        t0 = time.perf_counter()
+        explanations = explain_scores(ranker, images, features.values, features.names, logits)
+        timings["explain_s"] = time.perf_counter() - t0
+    return ScoreResult(scores=scores, feature_vectors=features.values, feature_names=list(features.names),
+                       empty=empty_class_mask(classset), inputs_used=["class averages"] + classset.available_stats(),
+                       explanations=explanations, model=ranker.path or "", timings=timings)
+
+
+def select_classes(scores, particle_counts=None, cutoff: float = 0.5, min_classes: int = 0,
+                   min_particles: int = 0, empty=None) -> np.ndarray:
+    """Classes to keep: score >= cutoff, then more in decreasing score while under the minimums.
+
+    Empty classes (no particles or a constant average) are never kept.
+    """
+    cutoff = validate_cutoff(cutoff)
+    if min_classes < 0 or min_particles < 0:
+        raise InputError("minimum numbers of classes and particles must be >= 0")
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    counts = np.zeros(n) if particle_counts is None else np.nan_to_num(np.asarray(particle_counts, float))
+    allowed = np.ones(n, bool) if empty is None else ~np.asarray(empty, bool)
+    keep = (scores >= cutoff) & allowed
+    for index in np.argsort(-scores, kind="stable"):
+        if keep.sum() >= min_classes and counts[keep].sum() >= min_particles:
+            break
+        if allowed[index]:
+            keep[index] = True
+    return keep
+
+
+def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cutoff: float = 0.5,
+                min_classes: int = 0, min_particles: int = 0, device: str = "auto",
+                batch_size: int = 256, plots: bool = True, write_rejected: bool = False) -> dict:
+    """Score, select and write the outputs in ``outdir`` (all or nothing). Returns the summary."""
+    validate_cutoff(cutoff)
+    result = score_classes(classset, ranker, device=device, batch_size=batch_size)
+    counts = classset.stat("particle_count")
+    keep = select_classes(result.scores, counts, cutoff, min_classes, min_particles, empty=result.empty)
+    summary = summarise(classset, result, keep, cutoff, ranker)
+    with atomic_output_dir(outdir) as tmp:
+        tmp = Path(tmp)
+        write_class_scores(tmp / "class_scores.star", classset, result.scores, keep,
+                           result.feature_vectors, result.feature_names,
+                           extra_columns={"rlnClassRankerExplanation": result.explanations}
+                           if result.explanations else None)
+        write_selected_class_averages(tmp / "class_averages.star", classset, keep, result.scores)
+        if classset.particles is not None:
+            write_particles(tmp / "particles.star", classset, classset.class_numbers[keep])
+            if write_rejected:
+                write_particles(tmp / "particles_rejected.star", classset, classset.class_numbers[~keep])
+        if plots:
+            from .report import write_report_plots
+            write_report_plots(tmp, classset, result.scores, keep, cutoff, result.explanations)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def summarise(classset: ClassSet, result: ScoreResult, keep: np.ndarray, cutoff: float,
+              ranker: Optional[Ranker]) -> dict:
+    counts = classset.stat("particle_count")
+    known = np.isfinite(counts)
+    summary = {
+        "source": classset.source,
+        "model": result.model,
+        "cutoff": cutoff,
+        "classes": int(len(keep)),
+        "classes_kept": int(keep.sum()),
+        "empty_classes": int(result.empty.sum()),
+        "particles": int(counts[known].sum()) if known.any() else None,
+        "particles_kept": int(counts[keep & known].sum()) if known.any() else None,
+        "inputs_used": result.inputs_used,
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+    }
+    if ranker is not None and ranker.metrics:
+        summary["model_validation"] = ranker.metrics
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A few human lines for the terminal."""
+    lines = [f"{summary['classes_kept']} of {summary['classes']} classes kept at cutoff {summary['cutoff']}"]
+    if summary.get("particles") is not None:
+        share = 100.0 * summary["particles_kept"] / max(summary["particles"], 1)
+        lines.append(f"{summary['particles_kept']} of {summary['particles']} particles kept ({share:.1f}%)")
+    if summary["empty_classes"]:
+        lines.append(f"{summary['empty_classes']} empty classes (no particles or a blank average) never kept")
+    lines.append("inputs used: " + ", ".join(summary["inputs_used"]))
+    validation = summary.get("model_validation") or {}
+    if "precision_at_cutoff" in validation:
+        lines.append(f"model on its validation set at cutoff 0.5: precision {validation['precision_at_cutoff']:.2f}, "
+                     f"recall {validation.get('recall_at_cutoff', float('nan')):.2f}")
+    return "\n".join(lines)
