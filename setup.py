@@ -50,7 +50,8 @@ setup(
         "test": ["pytest"],
     },
     entry_points={
-        "console_scripts": ["classranker = classranker_plugin.cli.main:main"],
+        "console_scripts": ["classranker = classranker_plugin.cli.main:main",
+                            "classranker_external = classranker_plugin.cli.external:entry_point"],
         "pyworkflow.plugin": ["classranker_plugin = classranker_plugin"],
     },
 )

@@ -161,12 +161,17 @@ def read_checkpoint(path) -> dict:
                                    "re-copy it or retrain") from None
 
 
-def load_model(path=None, device: str = "auto", feature_names=None) -> Ranker:
-    """Load a ClassRanker checkpoint (default: :func:`default_model_path`) onto ``device``.
+def load_model(path=None, device: str = "auto", feature_names=None, trust_torchscript: bool = False) -> Ranker:
+    """Load a model (default: :func:`default_model_path`) onto ``device``.
 
-    ``feature_names``, when given, must equal the checkpoint's list (the features the code computes).
+    Accepts our checkpoints, RELION 5 class ranker checkpoints (weights only) and, with
+    ``trust_torchscript``, RELION 4.0 TorchScript files. ``feature_names``, when given, must equal
+    the checkpoint's list (the features the code computes).
     """
     path = Path(path) if path else default_model_path()
+    from .relion_models import is_torchscript, load_relion_torchscript
+    if path.is_file() and is_torchscript(path):
+        return load_relion_torchscript(path, trust_torchscript).to(resolve_device(device))
     payload = read_checkpoint(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         if isinstance(payload, dict) and "model_state_dict" in payload:

@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if getattr(args, "command", None) != "external":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        print(f"classranker external: ignoring options this job does not use: {' '.join(unknown)}",
+              file=sys.stderr)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):

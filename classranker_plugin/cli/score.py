@@ -31,6 +31,9 @@ def add_model_args(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the network runs: auto = GPU when present, else CPU")
     parser.add_argument("--batch-size", type=int, default=256, help="classes per forward pass")
+    parser.add_argument("--trust-torchscript", action="store_true",
+                        help="allow a RELION 4.0 TorchScript model: it contains code that torch runs, so "
+                             "use it only for a file from a source you trust")
 
 
 def add_args(parser):
@@ -54,7 +57,7 @@ def read_input(args):
 def main(args) -> int:
     validate_cutoff(args.cutoff)
     classset = read_input(args)
-    ranker = load_model(args.model, device=args.device)
+    ranker = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     summary = auto_select(classset, args.output, ranker, cutoff=args.cutoff, min_classes=args.min_classes,
                           min_particles=args.min_particles, device=args.device, batch_size=args.batch_size,
                           plots=not args.no_plots, write_rejected=args.write_rejected)

@@ -1,0 +1,50 @@
+"""The Scipion plugin class: environment variables and references of ClassRanker.
+
+Scipion finds the plugin through the ``pyworkflow.plugin`` entry point (setup.py); the package
+``__init__`` exposes :class:`Plugin` when pyworkflow is loaded. ClassRanker needs no external
+binaries: scoring runs in Scipion's own Python (torch, CPU or CUDA).
+"""
+import os
+
+import pwem
+import pyworkflow.utils as pwutils
+
+# Not imported from .checkpoint: that pulls in torch, and Scipion imports every plugin at start-up.
+#: checkpoint used when a protocol asks for the default model (same variable as checkpoint.py)
+CLASSRANKER_MODEL = "CLASSRANKER_MODEL"
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "starter.pt")
+#: torch device used when the protocol's GPU switch is off or not decided: auto, cpu, cuda, cuda:N
+CLASSRANKER_DEVICE = "CLASSRANKER_DEVICE"
+
+
+class Plugin(pwem.Plugin):
+    _url = "https://github.com/classranker/scipion-em-classranker"
+    _supportedVersions = []
+
+    @classmethod
+    def _defineVariables(cls):
+        cls._defineVar(CLASSRANKER_MODEL, BUNDLED_MODEL,
+                       description="Checkpoint (.pt) used as the default ClassRanker model.")
+        cls._defineVar(CLASSRANKER_DEVICE, "auto",
+                       description="Torch device for ClassRanker: auto, cpu, cuda or cuda:N.")
+
+    @classmethod
+    def getEnviron(cls):
+        """ClassRanker runs inside Scipion's Python: only its own variables are passed on."""
+        environ = pwutils.Environ(os.environ)
+        environ.update({CLASSRANKER_MODEL: cls.getModelPath(),
+                        CLASSRANKER_DEVICE: cls.getDevice()}, position=pwutils.Environ.REPLACE)
+        return environ
+
+    @classmethod
+    def getModelPath(cls):
+        """The default checkpoint: $CLASSRANKER_MODEL, else the bundled starter model."""
+        return cls.getVar(CLASSRANKER_MODEL) or BUNDLED_MODEL
+
+    @classmethod
+    def getDevice(cls):
+        return cls.getVar(CLASSRANKER_DEVICE) or "auto"
+
+    @classmethod
+    def defineBinaries(cls, env):
+        """Nothing to install: the Python package brings torch and the bundled model."""

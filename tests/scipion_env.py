@@ -1,0 +1,43 @@
+"""A hermetic Scipion environment for tests, benchmarks and screenshots.
+
+pyworkflow reads its configuration from ``os.environ`` once, when it is first imported, so
+:func:`configure` must run before ``import pyworkflow``. Everything (projects, config, test data)
+goes under one folder; nothing is written in the home directory.
+"""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+SCIPION_MISSING = None
+if importlib.util.find_spec("pyworkflow") is None or importlib.util.find_spec("pwem") is None:
+    SCIPION_MISSING = ("Scipion is not installed (pip install scipion-pyworkflow scipion-em "
+                       "scipion-app, or pip install -e .[scipion])")
+
+
+def configure(base) -> dict:
+    """Point Scipion at ``base`` (created) and return the variables set. Idempotent."""
+    if "pyworkflow" in sys.modules and os.environ.get("SCIPION_USER_DATA"):
+        # pyworkflow is configured already (an earlier call, or a Scipion launcher): keep it
+        return {k: v for k, v in os.environ.items() if k.startswith("SCIPION_")}
+    base = Path(base).resolve()
+    home = base / "scipion_home"
+    variables = {
+        "SCIPION_HOME": str(home),
+        "SCIPION_USER_DATA": str(base / "user_data"),
+        "SCIPION_DOMAIN": "pwem",
+        "SCIPION_PYTHON": sys.executable,
+        "SCIPION_LOCAL_CONFIG": str(home / "config" / "scipion.conf"),
+        "SCIPION_TESTS": str(base / "data" / "tests"),
+        "SCIPION_TEST_NOSYNC": "1",
+        "SCIPION_NOTIFY": "False",
+    }
+    for key in ("SCIPION_HOME", "SCIPION_USER_DATA", "SCIPION_TESTS"):
+        Path(variables[key]).mkdir(parents=True, exist_ok=True)
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    os.environ.update(variables)
+    hosts = home / "config" / "hosts.conf"
+    if not hosts.exists():
+        import pyworkflow.protocol as pwprot  # first import: reads the variables just set
+        pwprot.HostConfig.writeBasic(str(hosts))
+    return variables
