@@ -45,6 +45,14 @@ class Plugin(pwem.Plugin):
     def getDevice(cls):
         return cls.getVar(CLASSRANKER_DEVICE) or "auto"
 
+    # The class lives in classranker_plugin.plugin, not in the package __init__ as pyworkflow assumes
+    # (it reads __module__): name and folder are those of the package.
+    def getName(self):
+        return __package__
+
+    def getPath(self):
+        return os.path.dirname(os.path.abspath(__file__))
+
     @classmethod
     def defineBinaries(cls, env):
         """Nothing to install: the Python package brings torch and the bundled model."""

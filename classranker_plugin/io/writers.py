@@ -1,0 +1,125 @@
+"""RELION-compatible outputs: per-class scores, selected class_averages.star, particles.star subset.
+
+Every writer goes through :func:`classranker_plugin.io.star.write_star` (atomic: temporary file +
+``os.replace``) and returns the path written. Statistics unknown for every class are left out;
+partly unknown ones are written as ``nan``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from ..classset import ClassSet, RELION_LABELS
+from ..errors import InputError
+from .star import write_star
+
+PathLike = Union[str, os.PathLike]
+_STAT_COLUMNS = ("class_distribution", "accuracy_rotations", "accuracy_translations", "resolution")
+FEATURE_NAMES_BLOCK = "feature_names"
+FEATURE_NAME_LABEL = "classrankerFeatureName"
+
+
+def _per_class(values, classset: ClassSet, what: str, dtype=float) -> np.ndarray:
+    array = np.asarray(values, dtype=dtype)
+    if array.shape != (len(classset),):
+        raise ValueError(f"{what}: expected {len(classset)} values (one per class), got shape "
+                         f"{array.shape}")
+    return array
+
+
+def format_feature_vector(row: np.ndarray) -> str:
+    """RELION's vector text: ``[a,b,c]``, no blanks."""
+    return "[" + ",".join(f"{v:.6g}" for v in row) + "]"
+
+
+def _known_stats(classset: ClassSet, rows: np.ndarray) -> dict:
+    """RELION label -> values (of ``rows``) for the statistics known for at least one class."""
+    out = {}
+    for column in _STAT_COLUMNS:
+        values = classset.stat(column)
+        if not np.isnan(values).all():
+            out[RELION_LABELS[column]] = values[rows]
+    relion_columns = classset.extra.get("relion_class_columns")
+    if isinstance(relion_columns, pd.DataFrame) and len(relion_columns) == len(classset):
+        for label in relion_columns.columns:
+            out.setdefault(label, relion_columns[label].to_numpy()[rows])
+    return out
+
+
+def write_class_scores(path: PathLike, classset: ClassSet, scores: Sequence[float],
+                       selected: Sequence[bool], feature_vectors: Optional[np.ndarray] = None,
+                       feature_names: Optional[Sequence[str]] = None,
+                       extra_columns: Optional[Mapping[str, Sequence]] = None) -> Path:
+    """STAR ``model_classes`` table: rlnClassNumber, rlnReferenceImage, rlnClassScore, rlnSelected
+    (1/0), the known RELION statistics, rlnNormalizedFeatureVector ("[a,b,...]") and
+    ``extra_columns`` (label -> one value per class). ``feature_names`` go to a second block,
+    ``data_feature_names`` (column classrankerFeatureName)."""
+    rows = np.arange(len(classset))
+    scores = _per_class(scores, classset, "scores")
+    selected = _per_class(selected, classset, "selected", dtype=bool)
+    columns = {"rlnClassNumber": classset.class_numbers,
+               "rlnReferenceImage": classset.table["reference_image"].astype(str).to_numpy(),
+               "rlnClassScore": scores,
+               "rlnSelected": selected.astype(int)}
+    columns.update(_known_stats(classset, rows))
+    blocks = {}
+    if feature_vectors is not None:
+        vectors = np.asarray(feature_vectors, dtype=float)
+        if vectors.ndim != 2 or len(vectors) != len(classset):
+            raise ValueError(f"feature_vectors: expected ({len(classset)}, F), got {vectors.shape}")
+        if feature_names is not None and len(feature_names) != vectors.shape[1]:
+            raise ValueError(f"{len(feature_names)} feature names for {vectors.shape[1]} features")
+        columns["rlnNormalizedFeatureVector"] = [format_feature_vector(v) for v in vectors]
+    for label, values in (extra_columns or {}).items():
+        columns[label] = _per_class(values, classset, label, dtype=None)
+    blocks["model_classes"] = pd.DataFrame(columns)
+    if feature_names is not None:
+        blocks[FEATURE_NAMES_BLOCK] = pd.DataFrame({FEATURE_NAME_LABEL: [str(n) for n in feature_names]})
+    return write_star(path, blocks)
+
+
+def write_selected_class_averages(path: PathLike, classset: ClassSet, selected: Sequence[bool],
+                                  scores: Sequence[float]) -> Path:
+    """RELION class_averages.star of the selected classes, by decreasing score: rlnReferenceImage,
+    rlnPredictedClassScore, the known statistics, rlnClassNumber."""
+    selected = _per_class(selected, classset, "selected", dtype=bool)
+    scores = _per_class(scores, classset, "scores")
+    chosen = np.flatnonzero(selected)
+    rows = chosen[np.argsort(-scores[chosen], kind="stable")]  # NaN scores last
+    columns = {"rlnReferenceImage": classset.table["reference_image"].astype(str).to_numpy()[rows],
+               "rlnPredictedClassScore": scores[rows]}
+    columns.update(_known_stats(classset, rows))
+    columns["rlnClassNumber"] = classset.class_numbers[rows]
+    return write_star(path, {"": pd.DataFrame(columns)})
+
+
+def select_particles(particles: pd.DataFrame, class_numbers: Iterable[int]) -> pd.DataFrame:
+    """Rows of ``particles`` whose rlnClassNumber is in ``class_numbers``, in their original order."""
+    wanted = np.unique(np.asarray(list(class_numbers), dtype=np.int64))
+    mask = np.isin(particles["rlnClassNumber"].to_numpy(), wanted)
+    return particles.loc[mask]
+
+
+def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: Iterable[int]) -> Path:
+    """particles.star with the particles of the selected classes, in their original order.
+
+    RELION 3.1+ input: optics table kept as read, then the ``particles`` table; RELION 3.0 input:
+    one unnamed table, as it came.
+    """
+    if classset.particles is None:
+        raise InputError("no particles to write (no data.star was read)", classset.source or None,
+                         "give the job's run_itNNN_data.star (data_star=...)")
+    wanted = np.asarray(list(selected_class_numbers), dtype=np.int64)
+    unknown = np.setdiff1d(wanted, classset.class_numbers)
+    if unknown.size:
+        raise ValueError(f"selected class numbers {unknown.tolist()} are not among the classes")
+    subset = select_particles(classset.particles, wanted)
+    if classset.optics is not None:
+        blocks = {"optics": classset.optics, "particles": subset}
+    else:
+        blocks = {"": subset}
+    return write_star(path, blocks)
