@@ -134,6 +134,10 @@ def polar_representations(images, n_angles: int = 36, size: int = 64, chunk: int
     polar = np.empty((n, len(img_radii), n_angles), np.float32)
     for start in range(0, n, chunk):
         block = np.array(images[start:start + chunk], dtype=np.float32)
+        bad = ~np.isfinite(block).all(axis=(1, 2))
+        if bad.any():
+            raise InputError(f"class average {start + int(np.flatnonzero(bad)[0]) + 1} has NaN or "
+                             f"infinite pixels", fix="re-run or repair the classification outputs")
         block -= block[:, outside].mean(axis=1)[:, None, None]
         block *= mask
         rms = np.sqrt((block ** 2).mean(axis=(1, 2)))
@@ -165,7 +169,12 @@ def max_rotational_correlation(polar: np.ndarray, mirror: bool = False) -> np.nd
     n, _, n_bins = polar.shape
     n_shifts = n_bins * SHIFT_OVERSAMPLING
     # (n_freq, n, n_radii): one complex matrix product per angular frequency gives all pairs
-    coeffs = np.ascontiguousarray(np.fft.rfft(polar, axis=2).transpose(2, 0, 1))
+    coeffs = np.fft.rfft(polar, axis=2)
+    if n_bins % 2 == 0:
+        # the Nyquist term is counted once by an n_bins inverse FFT but twice once zero-padded:
+        # halving its weight (sqrt(1/2) on each factor) makes the padded one exact on the grid
+        coeffs[:, :, -1] *= np.sqrt(0.5)
+    coeffs = np.ascontiguousarray(coeffs.transpose(2, 0, 1))
     coeffs_t = coeffs.transpose(0, 2, 1)
     rows = max(1, BLOCK_BYTES // (8 * n * n_shifts))
     best = np.empty((n, n), np.float64)

@@ -30,27 +30,38 @@ KMEANS_ITERATIONS = 100
 
 # ----------------------------------------------------------------------------- validation
 
+def _is_whole(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
+
+
 def check_factor(factor: float) -> float:
-    if not (isinstance(factor, (int, float, np.number)) and 0.0 <= float(factor) <= 1.0):
+    """The rebalance factor as a float in [0, 1]; InputError otherwise."""
+    if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, (int, float, np.number)) \
+            or not 0.0 <= float(factor) <= 1.0:
         raise InputError(f"the rebalance factor must be in [0, 1], got {factor!r}",
                          fix="0 keeps every particle, 1 makes every superclass as small as the smallest")
     return float(factor)
 
 
 def check_max_size(max_size: Optional[int]) -> Optional[int]:
+    """None, or the maximum superclass size as an int >= 1; InputError otherwise."""
     if max_size is None:
         return None
-    if isinstance(max_size, (bool, np.bool_)) or int(max_size) != max_size or max_size < 1:
+    if not _is_whole(max_size) or max_size < 1:
         raise InputError(f"the maximum superclass size must be a whole number >= 1, got {max_size!r}",
                          fix="give a number of particles, or leave it out to use the factor")
     return int(max_size)
 
 
 def check_n_superclasses(n_superclasses: int, n_classes: int, path=None) -> int:
-    if isinstance(n_superclasses, (bool, np.bool_)) or int(n_superclasses) != n_superclasses \
-            or not 1 <= n_superclasses <= n_classes:
+    """The number of superclasses as an int in [1, n_classes]; InputError otherwise."""
+    if not _is_whole(n_superclasses) or not 1 <= n_superclasses <= n_classes:
         raise InputError(f"cannot make {n_superclasses!r} superclasses from {n_classes} classes", path,
-                         f"ask for between 1 and {n_classes} superclasses (about the number of distinct views)")
+                         f"ask for 1 to {n_classes} superclasses (about the number of distinct views)")
     return int(n_superclasses)
 
 
@@ -229,9 +240,9 @@ def rebalance_particles(class_of_particle, superclass_of_class, factor: float,
     cap = superclass_cap(sizes, factor, max_size)
     if cap is None or len(group) == 0 or sizes.max() <= cap:
         return np.ones(len(group), dtype=bool)
-    # a random order within each superclass: sort by (superclass, random key); the first `cap` stay
-    keys = np.random.default_rng(seed).random(len(group))
-    order = np.lexsort((keys, inverse))
+    # a random order within each superclass: sort by superclass index + a random key in [0, 1);
+    # the first `cap` particles of each superclass stay
+    order = np.argsort(inverse + np.random.default_rng(seed).random(len(group)))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rank = np.arange(len(group)) - starts[inverse[order]]
     keep = np.empty(len(group), dtype=bool)

@@ -52,7 +52,7 @@ class ProtClassRankerImportClasses2D(ProtImport):
 
     # --------------------------- STEPS functions -----------------------------
     def importStep(self, starFile, samplingRate):
-        from classranker_plugin.io.reader import read_classes  # TODO: io.read_classes once exported
+        from classranker_plugin.io import read_classes
         from classranker_plugin.io.relion import resolve_project_path
 
         classset = read_classes(starFile, pixel_size=samplingRate or None)

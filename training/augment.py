@@ -94,6 +94,14 @@ class FeatureMasker:
     def __bool__(self) -> bool:
         return bool(self.groups) and self.p > 0
 
+    def mask_all(self, features: torch.Tensor) -> torch.Tensor:
+        """Every metadata group unknown for every class (a bare stack of averages)."""
+        out = features.clone()
+        for group in self.groups:
+            out[:, torch.as_tensor(group.indices, device=features.device)] = torch.as_tensor(
+                group.unknown_values, dtype=features.dtype, device=features.device)
+        return out
+
     def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, n_groups = features.shape[0], len(self.groups)
         masked = torch.rand(n, generator=generator) < self.p

@@ -96,8 +96,8 @@ def split_references(column: pd.Series, path, label: str) -> tuple[np.ndarray, n
 def given_feature_names(n: int) -> tuple[str, list]:
     """(feature set, names) recorded for given vectors of length ``n``."""
     if n == RELION_FEATURE_COUNT:
-        from ..features import feature_names
-        return "relion", list(feature_names("relion"))
+        from ..features import FEATURE_SETS
+        return "relion", list(FEATURE_SETS["relion"][1])
     return "given", [f"given_{i}" for i in range(n)]
 
 

@@ -80,7 +80,8 @@ def format_summary(result) -> str:
     counts = result.superclass_counts()
     lines = [f"{'superclass':>10} {'classes':>8} {'before':>10} {'after':>10}"]
     for row in counts.itertuples(index=False):
-        lines.append(f"{row.superclass:>10} {row.classes:>8} {row.particles_before:>10} {row.particles_after:>10}")
+        lines.append(f"{row.superclass:>10} {row.classes:>8} {row.particles_before:>10} "
+                     f"{row.particles_after:>10}")
     before, after = int(counts.particles_before.sum()), int(counts.particles_after.sum())
     cap = "none" if result.cap is None else str(result.cap)
     lines.append(f"kept {after} of {before} particles (superclass cap: {cap})")

@@ -103,6 +103,32 @@ def _metadata_features(classset: ClassSet) -> np.ndarray:
     return np.stack([rotations, translations, weighted, relative], axis=1)
 
 
+def relion_segmentation(lowpassed: np.ndarray, radius: float):
+    """RELION's protein mask of every low-passed 4 A/px image and the area of its scattered islands.
+
+    Pixels above 0.05 x the image's stddev inside R form 4-connected islands; islands reaching
+    within 0.6 R are seeds; a seeded island with more than 0.1 * pi * (0.6 R)^2 pixels within 0.6 R
+    is protein, the other seeded islands are scattered signal. Returns ``(protein (n, s, s) bool,
+    scattered_area (n,))``.
+    """
+    lowpassed = np.asarray(lowpassed, dtype=np.float64)
+    n, size = lowpassed.shape[0], lowpassed.shape[1]
+    r = radius_grid(size)
+    r2 = r * r
+    inside = r2 <= radius * radius
+    inner = r2 <= (INNER_FRACTION * radius) ** 2
+    threshold = THRESHOLD_FRACTION * lowpassed.reshape(n, -1).std(axis=1)
+    binary = (lowpassed > threshold[:, None, None]) & inside
+    labels, owner, n_labels = label_stack(binary, connectivity=4)
+    inner_count = np.bincount(labels[:, inner].ravel(), minlength=n_labels + 1)
+    area = np.bincount(labels.ravel(), minlength=n_labels + 1)
+    is_protein = inner_count > PROTEIN_INNER_FRACTION * np.pi * (INNER_FRACTION * radius) ** 2
+    is_scattered = (inner_count > 0) & ~is_protein
+    is_protein[0] = is_scattered[0] = False
+    scattered_area = np.bincount(owner[is_scattered], weights=area[is_scattered], minlength=n)
+    return is_protein[labels], scattered_area
+
+
 def _image_features(classset: ClassSet):
     """(n, 17) raw image features 4-20 and (n, 3) raw per-job features 21-23."""
     images = as_stack(classset.images)
@@ -124,23 +150,11 @@ def _image_features(classset: ClassSet):
     low_flat = low.reshape(n, -1)
     low_stats = [low_flat.mean(axis=1), low_flat.std(axis=1), low_flat.min(axis=1), low_flat.max(axis=1)]
 
-    # islands of the thresholded low-passed image inside R (4-connected), seeded within 0.6 R
     r = radius_grid(size)
-    r2 = r * r
-    inside = r2 <= radius * radius
-    inner = r2 <= (INNER_FRACTION * radius) ** 2
-    threshold = THRESHOLD_FRACTION * low_stats[1]
-    binary = (low > threshold[:, None, None]) & inside
-    labels, owner, n_labels = label_stack(binary, connectivity=4)
-    inner_count = np.bincount(labels[:, inner].ravel(), minlength=n_labels + 1)
-    area = np.bincount(labels.ravel(), minlength=n_labels + 1)
-    is_protein = inner_count > PROTEIN_INNER_FRACTION * np.pi * (INNER_FRACTION * radius) ** 2
-    is_scattered = (inner_count > 0) & ~is_protein
-    is_protein[0] = is_scattered[0] = False
-    protein = is_protein[labels]
+    inside = r * r <= radius * radius
+    protein, scattered_area = relion_segmentation(low, radius)
     solvent = inside & ~protein
     protein_area = protein.sum(axis=(1, 2)).astype(np.float64)
-    scattered_area = np.bincount(owner[is_scattered], weights=area[is_scattered], minlength=n)
 
     protein_moments = masked_moments(small, protein)
     solvent_moments = masked_moments(small, solvent)
@@ -158,15 +172,33 @@ def _image_features(classset: ClassSet):
     return fixed, per_job
 
 
+def relion_raw_features(classset: ClassSet) -> np.ndarray:
+    """(n, 24) float64 raw (unnormalised) features; NaN where metadata is unknown."""
+    if len(classset) == 0:
+        return np.zeros((0, len(RELION_FEATURE_NAMES)))
+    fixed_image, per_job = _image_features(classset)
+    return np.concatenate([_metadata_features(classset), fixed_image, per_job], axis=1)
+
+
+def scored_classes(classset: ClassSet) -> np.ndarray:
+    """(n,) bool: the classes RELION scores (more than 10 particles); all when counts are unknown."""
+    particles = relion_particle_numbers(classset)
+    if not np.isfinite(particles).any():
+        return np.ones(len(classset), bool)
+    return particles > MIN_SCORED_PARTICLES
+
+
+def normalise_relion(raw: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """RELION's normalisation of (n, 24) raw features: fixed constants for 0-20, per-job z-scores
+    over the ``scored`` classes for 21-23; unknown (NaN) -> 0."""
+    fixed = _normalise_fixed(raw[:, :N_FIXED])
+    zscored = np.stack([_zscore(raw[:, i], scored) for i in range(N_FIXED, raw.shape[1])], axis=1)
+    values = np.concatenate([fixed, zscored], axis=1)
+    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
 def relion_features(classset: ClassSet) -> np.ndarray:
     """(n, 24) float32 RELION class-ranker features, normalised as RELION does."""
-    n = len(classset)
-    if n == 0:
+    if len(classset) == 0:
         return np.zeros((0, len(RELION_FEATURE_NAMES)), dtype=np.float32)
-    fixed_image, per_job = _image_features(classset)
-    raw = np.concatenate([_metadata_features(classset), fixed_image], axis=1)
-    particles = relion_particle_numbers(classset)
-    scored = particles > MIN_SCORED_PARTICLES if np.isfinite(particles).any() else np.ones(n, bool)
-    zscored = np.stack([_zscore(per_job[:, i], scored) for i in range(per_job.shape[1])], axis=1)
-    values = np.concatenate([_normalise_fixed(raw), zscored], axis=1)
-    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return normalise_relion(relion_raw_features(classset), scored_classes(classset))

@@ -22,6 +22,8 @@ import scipy.fft
 #: residues per cubic Angstrom of protein (about 133 A^3 per residue)
 RESIDUE_DENSITY = 1.0 / 133.0
 LAYOUTS = ("globular", "elongated", "ring", "cyclic", "dihedral")
+#: least (domain volume / bounding-sphere volume) accepted per layout: folded proteins are compact
+MIN_PACKING = {"globular": 0.15, "elongated": 0.08, "ring": 0.3, "cyclic": 0.35, "dihedral": 0.5}
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,14 @@ class Molecule:
 def random_molecule(rng: np.random.Generator, diameter: float, layout: str | None = None) -> Molecule:
     """A random protein-like molecule whose largest extent is about ``diameter`` Angstrom."""
     layout = layout or str(rng.choice(LAYOUTS, p=[0.3, 0.15, 0.15, 0.2, 0.2]))
-    centres, radii, symmetry = _domain_layout(rng, layout)
-    operators = _symmetry_operators(symmetry)
+    for _ in range(50):  # draw layouts until one is compact enough for a folded protein
+        centres, radii, symmetry = _domain_layout(rng, layout)
+        operators = _symmetry_operators(symmetry)
+        extent = max(np.linalg.norm(op @ c) + r.max() for op in operators for c, r in zip(centres, radii))
+        packing = len(operators) * np.sum(np.prod(radii, axis=1)) / extent ** 3
+        if packing >= MIN_PACKING[layout]:
+            break
     fill_seed = int(rng.integers(2 ** 62))
-    extent = max(np.linalg.norm(op @ c) + r.max() for op in operators for c, r in zip(centres, radii))
     scale = 0.5 * diameter / extent
     for _ in range(2):  # second pass corrects the scale for how the domains actually filled
         atoms = _assemble(np.random.default_rng(fill_seed), centres * scale, radii * scale, operators)
@@ -81,7 +87,7 @@ def _domain_layout(rng, layout):
         centres = np.column_stack([x, rng.normal(0, 0.08, k), rng.normal(0, 0.08, k)])
         spacing = 2.0 / (k - 1)
         radii = np.column_stack([rng.uniform(0.6, 0.75, k) * spacing,
-                                 rng.uniform(0.35, 0.6, (k, 2)) * spacing])
+                                 rng.uniform(0.5, 0.8, (k, 2)) * spacing])
         return centres, radii, str(rng.choice(["C1", "C2"]))
     if layout == "ring":
         n = int(rng.integers(5, 9))

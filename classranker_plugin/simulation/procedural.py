@@ -42,6 +42,14 @@ MAX_PARTICLE_STACK_BYTES = 1 << 30
 JUNK_BASE_SCORE = {"empty": 0.0, "ice": 0.04, "carbon_edge": 0.04, "streaks": 0.04, "fragment": 0.12,
                    "aggregate": 0.18, "blurry": 0.22, "off_centre": 0.26}
 
+#: range of the Wiener constant of the CTF correction (smaller: more low-frequency contrast restored)
+WIENER_RANGE = (0.01, 0.05)
+#: noise-to-signal ratio (standard deviations, after filtering) of one particle, at 4 px resolution
+NOISE_PER_PARTICLE = (0.8, 1.6)
+
+#: fraction of a class's mean density (inside the mask) that its solvent sits below zero
+SOLVENT_OFFSET = (0.5, 0.9)
+
 # purposes of the random streams
 _JOB, _MOLECULES, _METADATA, _PARTICLES, _NOISE, _PARTICLE_IMAGES, _CLASS = range(7)
 
@@ -142,12 +150,16 @@ def simulate_job_summary(outdir, n_classes=50, box=64, pixel_size=3.5, particle_
     # Class2D imaging: CTF correction, resolution fall-off, noise ~ 1/sqrt(particles), solvent mask
     defocus_low = job_rng.uniform(6000.0, 12000.0)
     correction = ctf_correction_transfer(box, pixel_size, (defocus_low, defocus_low + job_rng.uniform(1e4, 2.5e4)),
-                                         wiener_constant=job_rng.uniform(0.05, 0.2))
-    noise_per_particle = job_rng.uniform(2.5, 4.0)
+                                         wiener_constant=job_rng.uniform(*WIENER_RANGE))
+    noise_per_particle = job_rng.uniform(*NOISE_PER_PARTICLE)
     transfer = correction[None] * resolution_envelopes(box, pixel_size, table["resolution"].to_numpy())
     scale_transfer = correction[None] * resolution_envelopes(box, pixel_size, [4.0 * pixel_size])
     signal_scale = float(np.median(masked_std(apply_transfer(reference, scale_transfer), mask)))
     signal = apply_transfer(templates, transfer) / signal_scale
+    # particles are normalised to a zero-mean background that still holds their CTF fringes: once
+    # CTF-corrected, the average sits on a negative plateau (the dark disc inside the mask)
+    inside = mask > 0.5
+    signal -= (job_rng.uniform(*SOLVENT_OFFSET, n_classes) * signal[:, inside].mean(axis=1))[:, None, None]
     noise = coloured_noise(_rng(seed, _NOISE), transfer, box, mask)
     noise *= (noise_per_particle / np.sqrt(np.maximum(counts, 1)))[:, None, None]
     gain = np.exp(job_rng.normal(0.0, 0.15, n_classes)).astype(np.float32)
@@ -213,10 +225,10 @@ def _check_arguments(n_classes, box, pixel_size, particle_diameter, n_particles,
 
 
 def _molecules(rng: np.random.Generator, particle_diameter: float) -> list:
-    """One to three molecules; the first spans 72-92% of the mask diameter, the others 60-95% of that."""
+    """One to three molecules; the first spans 68-88% of the mask diameter, the others 75-100% of that."""
     count = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-    first = particle_diameter * rng.uniform(0.72, 0.92)
-    sizes = [first] + [first * rng.uniform(0.6, 0.95) for _ in range(count - 1)]
+    first = particle_diameter * rng.uniform(0.68, 0.88)
+    sizes = [first] + [first * rng.uniform(0.75, 1.0) for _ in range(count - 1)]
     return [random_molecule(rng, size) for size in sizes]
 
 

@@ -1,0 +1,56 @@
+"""Train a model on a dataset folder (from 'classranker make-dataset'), or fine-tune one.
+
+Writes in --o: model.pt (best validation AUC, calibrated, usable with 'classranker score --model'),
+last.pt (resumable state; --resume continues an interrupted run to the same result), metrics.csv and
+metrics.png. Runs on the GPU when there is one (mixed precision); for several GPUs start it with
+torchrun, e.g. 'torchrun --nproc_per_node=4 $(which classranker) train ...'.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def add_args(parser):
+    parser.add_argument("--dataset", required=True, help="dataset folder")
+    parser.add_argument("--o", "--output", dest="output", required=True, help="output folder")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--init", help="checkpoint to fine-tune (its features must be the dataset's)")
+    parser.add_argument("--freeze-cnn", action="store_true", help="keep the CNN of --init fixed")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --o")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a "
+                        "better validation AUC (0: never)")
+    parser.add_argument("--arch", choices=["classranker", "relion"], help="network (default classranker)")
+    parser.add_argument("--balance", default="loss", choices=["loss", "sampler", "none"],
+                        help="class balance: weighted loss, balanced sampling, or none")
+    parser.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
+    parser.add_argument("--mask-metadata", type=float, default=0.3,
+                        help="probability of hiding a class's metadata features during training")
+    parser.add_argument("--no-augment", action="store_true", help="no rotations, flips or shifts")
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def main(args) -> int:
+    import torch
+
+    from ..training.trainer import train
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = train(args.dataset, args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    device=args.device, init=args.init, freeze_cnn=args.freeze_cnn, resume=args.resume,
+                    seed=args.seed, patience=args.patience, weight_decay=args.weight_decay,
+                    balance=args.balance, schedule=args.schedule, augment=not args.no_augment,
+                    mask_metadata=args.mask_metadata, amp=not args.no_amp, arch=args.arch,
+                    progress=not args.quiet, command_line=" ".join(["classranker"] + sys.argv[1:]))
+    best = summary["best"]
+    if best.get("epoch", -1) >= 0 and "temperature" in best:
+        print(f"best epoch {best['epoch'] + 1}: validation AUC {best['val_auc']:.3f}, at cutoff 0.5 precision "
+              f"{best.get('precision_at_cutoff', float('nan')):.3f} recall {best.get('recall_at_cutoff', float('nan')):.3f} "
+              f"(temperature {best['temperature']:.2f}); model: {summary['model']}")
+    return 0
