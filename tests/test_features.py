@@ -11,7 +11,7 @@ from classranker_plugin.errors import InputError
 from classranker_plugin.features import (CLASSRANKER_FEATURE_NAMES, FEATURE_SETS, FEATURE_TABLE,
                                          RELION_FEATURE_NAMES, FeatureMatrix, compute_features)
 from classranker_plugin.features import image as im
-from classranker_plugin.features.classranker import SPECS, classranker_raw_features
+from classranker_plugin.features.classranker import classranker_raw_features
 from classranker_plugin.features.relion import (RELION_MEANS, RELION_STDS, relion_features,
                                                 relion_raw_features, relion_segmentation)
 from classranker_plugin.preprocess import model_images, relion_model_images, relion_window
@@ -20,8 +20,9 @@ DIAMETER = 150.0
 # a small asymmetric "particle": Gaussian blobs (x A, y A, sigma A, amplitude)
 PARTICLE = [(0.0, 0.0, 18.0, 1.0), (30.0, 12.0, 12.0, 0.8), (-25.0, 20.0, 10.0, 0.7),
             (-10.0, -35.0, 11.0, 0.9), (20.0, -25.0, 8.0, 0.6)]
-META_NAMES = {s.name for s in SPECS[:SPECS.index(next(s for s in SPECS if s.name == "empty"))]}
-IMAGE_NAMES = [s.name for s in SPECS if s.name not in META_NAMES and s.name != "empty"]
+EMPTY_INDEX = CLASSRANKER_FEATURE_NAMES.index("empty")
+META_NAMES = set(CLASSRANKER_FEATURE_NAMES[:EMPTY_INDEX])
+IMAGE_NAMES = CLASSRANKER_FEATURE_NAMES[EMPTY_INDEX + 1:]
 
 
 def render(box: int, apix: float, blobs=PARTICLE, shift=(0.0, 0.0)) -> np.ndarray:
@@ -50,7 +51,7 @@ def named(matrix: np.ndarray, names) -> dict:
 
 # ----------------------------------------------------------------------------- image helpers
 def test_fourier_resample_keeps_mean_and_centre():
-    image = render(64, 3.5)[None] + 0.3
+    image = render(64, 3.5, [(0.0, 0.0, 10.0, 1.0)])[None] + 0.3
     for size in (32, 50, 96, 128):
         out = im.fourier_resample(image, size)
         assert out.shape == (1, size, size)
@@ -142,9 +143,13 @@ def test_relion_centred_disc_known_by_construction():
 
 
 def test_relion_disc_filling_the_mask_has_full_edge_and_ring():
+    # a constant image is all protein inside R = 25 px; the edge ring round(r) == 25 reaches
+    # r < 25.5, beyond R, so only its part with r <= R is protein
     disc = np.ones((64, 64), np.float32) * 1.5
     raw = named(relion_raw_features(make_set([disc], pixel_size=4.0, diameter=200.0)), RELION_FEATURE_NAMES)
-    assert raw["edge_signal"][0] == pytest.approx(1.0)
+    r = im.radius_grid(64)
+    edge = np.rint(r) == 25
+    assert raw["edge_signal"][0] == pytest.approx((edge & (r <= 25)).sum() / edge.sum())
     assert raw["ring_mean"][0] == pytest.approx(1.5, rel=1e-5) and raw["ring_stddev"][0] < 1e-4
     assert raw["granulo_6"][0] == pytest.approx(1.5 * 64 * 64, rel=1e-5)
 
@@ -260,7 +265,8 @@ def test_classranker_off_centre_particle():
 
 
 def test_classranker_blur_lowers_high_frequency_power():
-    sharp = render(128, 1.75, PARTICLE + [(8.0, 8.0, 3.0, 0.5), (-15.0, -5.0, 3.0, 0.5), (5.0, 30.0, 3.0, 0.5)])
+    details = [(8.0, 8.0, 3.0, 0.5), (-15.0, -5.0, 3.0, 0.5), (5.0, 30.0, 3.0, 0.5)]
+    sharp = render(128, 1.75, PARTICLE + details)
     blurred = ndimage.gaussian_filter(sharp, 6.0)
     features = compute_features(make_set([sharp, blurred], pixel_size=1.75, diameter=DIAMETER))
     assert features.column("power_high")[1] < features.column("power_high")[0] - 1.0
@@ -269,7 +275,7 @@ def test_classranker_blur_lowers_high_frequency_power():
 
 def test_classranker_straight_edge_is_anisotropic():
     coords = np.arange(96) - 48
-    edge = (coords[None, :] + 0.3 * coords[:, None] > 10).astype(np.float32).repeat(1, 0)
+    edge = (coords[None, :] + 0.3 * coords[:, None] > 10).astype(np.float32)
     edge = ndimage.gaussian_filter(edge, 1.0)
     features = compute_features(make_set([render(96, 2.5), edge], pixel_size=2.5, diameter=DIAMETER))
     assert features.column("gradient_coherence")[1] > features.column("gradient_coherence")[0] + 1.0

@@ -7,15 +7,19 @@ image's edge mean where the window leaves the box, Fourier-resampled to ``FRAME_
 that frame the particle radius is always ``FRAME_SIZE / (2 * WINDOW_DIAMETERS)`` px, distances
 are in particle radii (r) and spatial frequencies in shells of the frame (shell k = resolution
 WINDOW_DIAMETERS * diameter / k). Intensities are standardised (mean 0, stddev 1 over r <= 1.45),
-so only ``log_signal_std`` sees the absolute scale.
+so only ``log_signal_std`` sees the absolute scale. In ``FEATURE_TABLE``: ``z`` is the
+standardised frame, ``z_lowpass`` the same low-passed at shell ``SEGMENT_SHELL`` (diameter / 8),
+``r`` the distance from the centre in particle radii, blobs the 8-connected regions of
+``z_lowpass`` above its Otsu threshold (computed within r <= 1.2).
 
 Every metadata feature ``x`` has a companion ``x_known`` (1 known, 0 unknown); unknown values are
 0 after normalisation (the neutral value), so one model works with and without metadata.
 Constant (e.g. all-zero) averages give ``empty = 1`` and 0 for every image feature.
 
-Each feature is normalised with fixed constants, ``(raw - centre) / scale`` (chosen to give
-roughly zero mean and unit spread on real RELION jobs and our simulations), so one class's
-vector never depends on the other classes. ``FEATURE_TABLE`` documents every column.
+Each feature is normalised with fixed constants, ``(raw - centre) / scale``, so one class's
+vector never depends on the other classes. The constants give roughly zero mean and unit spread
+on the RELION 3.0 beta-galactosidase tutorial Class2D job (100 classes); revisit them with more
+data. ``FEATURE_TABLE`` documents every column.
 """
 from __future__ import annotations
 
@@ -109,7 +113,8 @@ SPECS = [
     Spec("outside_signal", "signal beyond the particle diameter",
          "log10 max(stddev of z in 1.05 <= r <= 1.45 / stddev of z in r <= 1, 0.01)", -1.1, 0.3),
     Spec("com_offset", "particle off-centre",
-         "distance of the centre of mass of max(z_lowpass, 0) within r <= 1.45 from the centre, in r", 0.12, 0.08),
+         "distance from the centre of the centre of mass of max(z_lowpass, 0) within r <= 1.45, in r",
+         0.12, 0.08),
     Spec("radial_centroid", "how far from the centre the positive density sits",
          "mean r weighted by max(z_lowpass, 0) within r <= 1.45", 0.5, 0.15),
     Spec("radial_spread", "how concentrated the positive density is",
@@ -150,14 +155,13 @@ _IMAGE_FEATURES = CLASSRANKER_FEATURE_NAMES[CLASSRANKER_FEATURE_NAMES.index("emp
 
 # ----------------------------------------------------------------------------- metadata
 def _length_scale(classset: ClassSet):
-    """(diameter in A used for relative lengths or None, whether it was given)."""
+    """Particle diameter in A for relative lengths: the given one, else 1 / WINDOW_DIAMETERS of the
+    box when the pixel size is known, else None."""
     diameter = positive_or_none(classset.particle_diameter)
     if diameter is not None:
-        return diameter, True
+        return diameter
     apix = positive_or_none(classset.pixel_size)
-    if apix is not None:
-        return classset.box_size * apix / WINDOW_DIAMETERS, False
-    return None, False
+    return None if apix is None else classset.box_size * apix / WINDOW_DIAMETERS
 
 
 def metadata_features(classset: ClassSet) -> dict:
@@ -179,10 +183,11 @@ def metadata_features(classset: ClassSet) -> dict:
         out["accuracy_rotations"] = np.log(np.maximum(converged_rot, 0.1))
         out["accuracy_rotations_known"] = np.isfinite(rotations).astype(float)
 
-        diameter, _ = _length_scale(classset)
+        diameter = _length_scale(classset)
         scale = np.nan if diameter is None else diameter
         out["accuracy_translations"] = np.log(np.maximum(converged_trans / scale, 1e-4))
-        out["accuracy_translations_known"] = (np.isfinite(translations) & (diameter is not None)).astype(float)
+        out["accuracy_translations_known"] = (np.isfinite(translations)
+                                              & (diameter is not None)).astype(float)
 
         resolution = classset.stat("resolution")
         resolution = np.where(resolution > 0, resolution, np.nan)      # inf stays: "no resolution"
@@ -292,17 +297,21 @@ def _blob_features(z: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
 
     # the largest kept blob of every image: sort by (image, area), take the last of each image
     order = kept[np.lexsort((area[kept], owner[kept]))]
+    last_of_image = np.flatnonzero(np.r_[owner[order][1:] != owner[order][:-1], True]) if len(order) else []
     largest = np.zeros(n, dtype=np.int64)
-    largest[owner[order]] = order                      # later (larger) labels overwrite earlier ones
+    largest[owner[order[last_of_image]]] = order[last_of_image]
     has_blob = n_blobs > 0
     flat_labels = labels.reshape(-1)
-    sum_y = np.bincount(flat_labels, weights=np.broadcast_to(geo.y, labels.shape).reshape(-1), minlength=n_labels + 1)
-    sum_x = np.bincount(flat_labels, weights=np.broadcast_to(geo.x, labels.shape).reshape(-1), minlength=n_labels + 1)
+
+    def per_label(pixel_values: np.ndarray) -> np.ndarray:
+        weights = np.broadcast_to(pixel_values, labels.shape).reshape(-1).astype(np.float64)
+        return np.bincount(flat_labels, weights=weights, minlength=n_labels + 1)
+
     safe_area = np.maximum(area[largest], 1.0)
-    offset = np.hypot(sum_y[largest] / safe_area, sum_x[largest] / safe_area) / PARTICLE_RADIUS_PX
-    outside_px = np.bincount(flat_labels, weights=np.broadcast_to(geo.r > 1.0, labels.shape).reshape(-1),
-                             minlength=n_labels + 1)
-    blob_outside = np.bincount(owner[kept], weights=outside_px[kept], minlength=n) / np.maximum(blob_area, 1.0)
+    offset = np.hypot(per_label(geo.y)[largest], per_label(geo.x)[largest]) / safe_area / PARTICLE_RADIUS_PX
+    outside_px = per_label(geo.r > 1.0)
+    outside_area = np.bincount(owner[kept], weights=outside_px[kept], minlength=n)
+    blob_outside = outside_area / np.maximum(blob_area, 1.0)
 
     protein = keep[labels]
     solvent = geo.particle & ~dilate_stack(protein, iterations=SOLVENT_MARGIN_PX)

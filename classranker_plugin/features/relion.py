@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..classset import ClassSet
-from .image import (as_stack, even_size, fourier_resample, grey_opening_disc, label_stack, lowpass,
-                    masked_moments, radius_grid, ring_mask)
+from .image import (as_stack, even_size, fourier_resample, label_stack, lowpass,
+                    masked_moments, opening_sums, radius_grid, ring_mask)
 from .metadata import positive_or_none, relion_particle_numbers
 
 RELION_FEATURE_NAMES = [
@@ -162,8 +162,7 @@ def _image_features(classset: ClassSet):
     edge = np.rint(r) == np.rint(radius)
     edge_signal = (protein & edge).sum(axis=(1, 2)) / max(int(edge.sum()), 1)
 
-    granulo = [grey_opening_disc(small, radius_n).sum(axis=(1, 2), dtype=np.float64)
-               for radius_n in GRANULO_RADII]
+    granulo = list(opening_sums(small, GRANULO_RADII).T)
 
     fixed = np.stack([ring.mean, ring.std, protein_moments.std, solvent_moments.mean,
                       solvent_moments.std, scattered, edge_signal, *low_stats, *granulo], axis=1)
