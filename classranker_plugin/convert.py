@@ -33,6 +33,8 @@ STAT_ATTRS = {
     "accuracy_translations": "_rlnAccuracyTranslationsAngst",
     "resolution": "_rlnEstimatedResolution",
 }
+#: set attribute with the mask diameter (Å) of the classification (our importer sets it)
+DIAMETER_ATTR = "_rlnParticleDiameter"
 SCORES_FILE = "class_scores.csv"
 SCORE_COLUMNS = ["class_id", "score", "empty", "particle_count", "explanation"]
 
@@ -79,7 +81,7 @@ class ImageReader:
 # ----------------------------------------------------------------- classes -> ClassSet -----------
 def _attr(obj, name):
     value = getattr(obj, name, None)
-    value = None if value is None else value.get()
+    value = value.get() if hasattr(value, "get") else value
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -87,10 +89,19 @@ def _attr(obj, name):
     return value
 
 
-def classes_to_classset(classes, root=None):
+def particle_diameter(classes, given=None):
+    """Mask diameter (Å): ``given`` if > 0, else the classes' ``_rlnParticleDiameter``, else None."""
+    if given:
+        return float(given)
+    value = _attr(classes, DIAMETER_ATTR)
+    return value if value > 0 else None
+
+
+def classes_to_classset(classes, root=None, diameter=None):
     """A SetOfClasses2D -> (ClassSet, class ids). Disabled and empty-representative classes skipped.
 
     ``root``: folder that relative image paths start from (the project folder; default: cwd).
+    ``diameter``: mask diameter in Å (default: :func:`particle_diameter`).
     """
     reader = ImageReader(root)
     images, rows, ids = [], [], []
@@ -128,7 +139,8 @@ def classes_to_classset(classes, root=None):
         except Exception:
             pixel_size = None
     classset = ClassSet(images=np.stack(images).astype(np.float32), table=table,
-                        pixel_size=pixel_size, source=str(classes.getFileName()))
+                        pixel_size=pixel_size, particle_diameter=particle_diameter(classes, diameter),
+                        source=str(classes.getFileName()))
     return classset, ids
 
 

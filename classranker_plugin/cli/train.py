@@ -7,6 +7,7 @@ torchrun, e.g. 'torchrun --nproc_per_node=4 $(which classranker) train ...'.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -49,7 +50,7 @@ def main(args) -> int:
                     mask_metadata=args.mask_metadata, amp=not args.no_amp, arch=args.arch,
                     progress=not args.quiet, command_line=" ".join(["classranker"] + sys.argv[1:]))
     best = summary["best"]
-    if best.get("epoch", -1) >= 0 and "temperature" in best:
+    if int(os.environ.get("RANK", "0")) == 0 and best.get("epoch", -1) >= 0 and "temperature" in best:
         print(f"best epoch {best['epoch'] + 1}: validation AUC {best['val_auc']:.3f}, at cutoff 0.5 precision "
               f"{best.get('precision_at_cutoff', float('nan')):.3f} recall {best.get('recall_at_cutoff', float('nan')):.3f} "
               f"(temperature {best['temperature']:.2f}); model: {summary['model']}")

@@ -57,12 +57,12 @@ def ctf_correction_transfer(box: int, pixel_size: float, defocus_range=(8000.0, 
 
 
 def resolution_envelopes(box: int, pixel_size: float, resolutions_A) -> np.ndarray:
-    """Gaussian fall-off (n, box, box // 2 + 1) reaching 1/20 at each resolution (inf -> 15 px).
+    """Gaussian fall-off (n, box, box // 2 + 1) reaching 1/20 at each resolution (inf -> 40 A, 12 px at least).
 
     Steeper than a plain FSC-like cut-off: a regularised RELION reference keeps little beyond its
     estimated resolution."""
     res = np.asarray(resolutions_A, dtype=float)
-    res = np.where(np.isfinite(res), res, 15.0 * pixel_size)
+    res = np.where(np.isfinite(res), res, max(40.0, 12.0 * pixel_size))
     k_res = pixel_size / res  # cycles per pixel
     k = frequency_grid(box)
     return np.exp(-np.log(20.0) * (k[None] / k_res[:, None, None]) ** 2).astype(np.float32)

@@ -20,6 +20,9 @@ VOLTAGE = 300.0
 SPHERICAL_ABERRATION = 2.7
 AMPLITUDE_CONTRAST = 0.1
 MICROGRAPH_SIZE = 4096
+#: per-particle signal-to-noise ratio (variances) of written particle images
+PARTICLE_SNR = 0.1
+B_FACTOR = 100.0
 
 
 def optics_table(box: int, pixel_size: float) -> pd.DataFrame:
@@ -99,8 +102,18 @@ def transform_template(template: np.ndarray, psi: float, origin_px: np.ndarray) 
     return scipy.ndimage.affine_transform(template, matrix, offset=offset, order=1, mode="constant", cval=0.0)
 
 
+def particle_signal_scale(projections: np.ndarray, pixel_size: float, radius_px: float) -> float:
+    """Standard deviation, inside the particle circle, of typical projections seen through a 2 um CTF."""
+    box = projections.shape[-1]
+    k = frequency_grid(box) / pixel_size
+    transfer = (ctf(k, 20000.0) * np.exp(-B_FACTOR * k * k / 4.0)).astype(np.float32)
+    y, x = np.mgrid[:box, :box] - box // 2
+    inside = np.hypot(x, y) <= radius_px
+    return float(np.median(apply_transfer(projections, transfer)[:, inside].std(axis=1)))
+
+
 def render_particles(out: np.ndarray, rng: np.random.Generator, table: pd.DataFrame, sources: list,
-                     pixel_size: float, signal_scale: float, radius_px: float, snr: float = 0.08,
+                     pixel_size: float, signal_scale: float, radius_px: float, snr: float = PARTICLE_SNR,
                      chunk: int = 256) -> None:
     """Fill ``out`` (n, box, box) with the particle images of ``table``.
 
@@ -110,7 +123,7 @@ def render_particles(out: np.ndarray, rng: np.random.Generator, table: pd.DataFr
     """
     n, box = out.shape[0], out.shape[-1]
     k = frequency_grid(box) / pixel_size
-    envelope = np.exp(-100.0 * k * k / 4.0)  # B = 100 A^2
+    envelope = np.exp(-B_FACTOR * k * k / 4.0)
     y, x = np.mgrid[:box, :box] - box // 2
     background = np.hypot(x, y) > radius_px
     noise_std = 1.0 / np.sqrt(snr)

@@ -33,7 +33,7 @@ from .imaging import (apply_transfer, coloured_noise, ctf_correction_transfer, m
                       resolution_envelopes, soft_circular_mask)
 from .junk import JUNK_KINDS, JunkContext, junk_template
 from .metadata import METADATA_MODES, draw_counts, draw_statistics
-from .particles import optics_table, particle_table, render_particles
+from .particles import optics_table, particle_signal_scale, particle_table, render_particles
 
 #: largest particles.mrcs that write_particle_images will write
 MAX_PARTICLE_STACK_BYTES = 1 << 30
@@ -184,11 +184,11 @@ def simulate_job_summary(outdir, n_classes=50, box=64, pixel_size=3.5, particle_
                           "n_particles": counts})
     job_files.write_truth(outdir / job_files.TRUTH_FILE, truth)
     if write_particle_images:
-        raw_scale = float(np.median(masked_std(reference, mask)))
+        scale = particle_signal_scale(reference, pixel_size, radius_px)
         mrc = job_files.open_stack(outdir / job_files.PARTICLES_FILE, n_particles, box, pixel_size)
         try:
             render_particles(mrc.data, _rng(seed, _PARTICLE_IMAGES), particles, sources, pixel_size,
-                             raw_scale, radius_px)
+                             scale, radius_px)
             mrc.update_header_stats()
         finally:
             mrc.close()
