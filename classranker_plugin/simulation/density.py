@@ -21,7 +21,13 @@ import scipy.fft
 
 #: residues per cubic Angstrom of protein (about 133 A^3 per residue)
 RESIDUE_DENSITY = 1.0 / 133.0
+#: fraction of a domain's ellipsoid filled with protein
+FILL_FRACTION = 0.9
 LAYOUTS = ("globular", "elongated", "ring", "cyclic", "dihedral")
+#: most pseudo-atoms in one molecule: bigger molecules get fewer, heavier pseudo-atoms (atom_weight)
+MAX_ATOMS = 40_000
+#: pseudo-atoms used while finding the scale that gives the requested diameter
+SCALE_PROBE_ATOMS = 6_000
 #: least (domain volume / bounding-sphere volume) accepted per layout: folded proteins are compact
 MIN_PACKING = {"globular": 0.15, "elongated": 0.08, "ring": 0.3, "cyclic": 0.35, "dihedral": 0.5}
 
@@ -30,14 +36,16 @@ MIN_PACKING = {"globular": 0.15, "elongated": 0.08, "ring": 0.3, "cyclic": 0.35,
 class Molecule:
     """A pseudo-atom model centred on its centre of mass.
 
-    atoms:    (n, 3) float64 coordinates, Angstrom
-    symmetry: point group, e.g. "C1", "C6", "D2"
-    layout:   one of LAYOUTS
+    atoms:       (n, 3) float64 coordinates, Angstrom
+    symmetry:    point group, e.g. "C1", "C6", "D2"
+    layout:      one of LAYOUTS
+    atom_weight: residues per pseudo-atom (1 unless the molecule exceeds MAX_ATOMS residues)
     """
 
     atoms: np.ndarray
     symmetry: str
     layout: str
+    atom_weight: float = 1.0
 
     @property
     def radius(self) -> float:
@@ -57,16 +65,24 @@ def random_molecule(rng: np.random.Generator, diameter: float, layout: str | Non
             break
     fill_seed = int(rng.integers(2 ** 62))
     scale = 0.5 * diameter / extent
-    for _ in range(2):  # second pass corrects the scale for how the domains actually filled
-        atoms = _assemble(np.random.default_rng(fill_seed), centres * scale, radii * scale, operators)
+
+    def residues(scale):
+        volume = 4.0 / 3.0 * np.pi * np.sum(np.prod(radii * scale, axis=1))
+        return len(operators) * FILL_FRACTION * volume * RESIDUE_DENSITY
+
+    for _ in range(2):  # find the scale at which the filled domains reach the requested diameter
+        density = RESIDUE_DENSITY * min(1.0, SCALE_PROBE_ATOMS / residues(scale))
+        atoms = _assemble(np.random.default_rng(fill_seed), centres * scale, radii * scale, operators, density)
         reach = np.percentile(np.linalg.norm(atoms, axis=1), 99.5) + 2.0
         scale *= 0.5 * diameter / reach
-    atoms = _assemble(np.random.default_rng(fill_seed), centres * scale, radii * scale, operators)
-    return Molecule(atoms=atoms, symmetry=symmetry, layout=layout)
+    thinning = min(1.0, MAX_ATOMS / residues(scale))
+    atoms = _assemble(np.random.default_rng(fill_seed), centres * scale, radii * scale, operators,
+                      RESIDUE_DENSITY * thinning)
+    return Molecule(atoms=atoms, symmetry=symmetry, layout=layout, atom_weight=1.0 / thinning)
 
 
-def _assemble(rng, centres, radii, operators) -> np.ndarray:
-    unit = np.concatenate([_fill_domain(rng, c, r) for c, r in zip(centres, radii)])
+def _assemble(rng, centres, radii, operators, density) -> np.ndarray:
+    unit = np.concatenate([_fill_domain(rng, c, r, density) for c, r in zip(centres, radii)])
     atoms = np.concatenate([unit @ op.T for op in operators])
     return atoms - atoms.mean(axis=0)
 
@@ -133,11 +149,11 @@ def _random_rotation(rng) -> np.ndarray:
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
-def _fill_domain(rng, centre, semi_axes) -> np.ndarray:
-    """Pseudo-atoms of helices, sheets and loops packed into one ellipsoidal domain."""
+def _fill_domain(rng, centre, semi_axes, density=RESIDUE_DENSITY) -> np.ndarray:
+    """Pseudo-atoms of helices, sheets and loops packed into one ellipsoidal domain (density: atoms/A^3)."""
     orientation = _random_rotation(rng)
     volume = 4.0 / 3.0 * np.pi * np.prod(semi_axes)
-    target = max(8, int(0.9 * volume * RESIDUE_DENSITY))
+    target = max(8, int(FILL_FRACTION * volume * density))
     pieces, count = [], 0
     for _ in range(20 * target):  # bounded: a tiny domain may reject most elements
         if count >= target:
@@ -213,12 +229,13 @@ def random_views(rng: np.random.Generator, n: int) -> tuple:
 
 
 def project(atoms: np.ndarray, matrices: np.ndarray, box: int, pixel_size: float,
-            shifts: np.ndarray | None = None, atom_sigma: float = 2.0) -> np.ndarray:
+            shifts: np.ndarray | None = None, atom_sigma: float = 2.0, weight: float = 1.0) -> np.ndarray:
     """Projections (n, box, box) float32 of a pseudo-atom model along z of each rotation.
 
     shifts: (n, 2) pixel offsets (x, y) of the projected centre from ``box // 2``.
     Each atom is a 3D Gaussian of ``atom_sigma`` Angstrom (splatted bilinearly, then blurred in
-    Fourier space); values are the projected atom count per pixel.
+    Fourier space); values are the projected atom count per pixel times ``weight`` (pass a
+    Molecule's atom_weight to get residues per pixel).
     """
     matrices = np.asarray(matrices, dtype=float).reshape(-1, 3, 3)
     n = len(matrices)
@@ -229,7 +246,7 @@ def project(atoms: np.ndarray, matrices: np.ndarray, box: int, pixel_size: float
         stop = min(n, start + chunk)
         xy = np.einsum("nij,aj->nai", matrices[start:stop, :2, :], atoms) / pixel_size
         xy += shifts[start:stop, None, :] + box // 2
-        out[start:stop] = _splat(xy, box)
+        out[start:stop] = _splat(xy, box) * weight
     return gaussian_blur(out, atom_sigma / pixel_size)
 
 

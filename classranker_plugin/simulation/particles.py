@@ -143,7 +143,7 @@ def render_particles(out: np.ndarray, rng: np.random.Generator, table: pd.DataFr
             if rows:
                 rows = np.array(rows)
                 clean[rows - start] = project(source.atoms, euler_matrices(rot[rows], tilt[rows], psi[rows]),
-                                              box, pixel_size, shifts=-origin[rows])
+                                              box, pixel_size, shifts=-origin[rows], weight=source.atom_weight)
         transfer = (ctf(k, defocus[start:stop]) * envelope).astype(np.float32)
         signal = apply_transfer(clean, transfer) / signal_scale
         noisy = signal + rng.standard_normal(signal.shape, dtype=np.float32) * noise_std

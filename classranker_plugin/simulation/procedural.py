@@ -104,30 +104,70 @@ def simulate_job_summary(outdir, n_classes=50, box=64, pixel_size=3.5, particle_
     outdir = Path(outdir)
     job_rng = _rng(seed, _JOB)
     if particle_diameter is None:
-        particle_diameter = float(np.round(box * pixel_size * job_rng.uniform(0.55, 0.7)))
+        particle_diameter = np.round(box * pixel_size * job_rng.uniform(0.55, 0.7))
+    particle_diameter = float(particle_diameter)
     radius_px = min(particle_diameter / (2.0 * pixel_size), box / 2.0 - 1.0)
-    mask = soft_circular_mask(box, radius_px)
 
-    # which classes are junk, and of what kind (every kind present once there are enough junk classes)
-    n_junk = int(round(n_classes * junk_fraction))
-    labels = np.ones(n_classes, dtype=int)
-    labels[job_rng.permutation(n_classes)[:n_junk]] = 0
-    kinds = np.array(["good"] * n_classes, dtype=object)
-    order = np.resize(job_rng.permutation(junk_kinds), n_junk)
-    kinds[labels == 0] = job_rng.permutation(order)
-
+    labels, kinds = _assign_kinds(job_rng, n_classes, junk_fraction, junk_kinds)
     molecules = _molecules(_rng(seed, _MOLECULES), particle_diameter)
-    molecule_radius_px = max(m.radius for m in molecules) / pixel_size
     meta_rng = _rng(seed, _METADATA)
     counts, meta_labels = draw_counts(meta_rng, labels, kinds, n_particles, metadata)
     table = draw_statistics(meta_rng, meta_labels, counts, box, pixel_size)
     table.insert(0, "class_number", np.arange(1, n_classes + 1))
-
-    # noise-free templates: projections for good classes, junk templates for the others
     reference = _reference_projections(_rng(seed, _JOB, 1), molecules[0], box, pixel_size)
-    level = float(np.percentile(reference, 99.5))
-    ctx = JunkContext(box=box, pixel_size=pixel_size, radius=radius_px, molecule_radius=molecule_radius_px,
-                      level=level, good_projection=_projector(molecules, box, pixel_size))
+    templates, sources, views = _class_templates(seed, job_rng, labels, kinds, molecules, reference, box,
+                                                 pixel_size, radius_px)
+    images = _class_averages(seed, job_rng, templates, reference, counts, table["resolution"].to_numpy(),
+                             box, pixel_size, radius_px)
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    job = job_files.project_relative(outdir)
+    job_files.write_stack(outdir / job_files.CLASSES_FILE, images, pixel_size)
+    job_files.write_model_star(outdir / job_files.MODEL_FILE, table, f"{job}/{job_files.CLASSES_FILE}",
+                               box, pixel_size)
+    stack = f"{job}/{job_files.PARTICLES_FILE}" if write_particle_images else None
+    particles = particle_table(_rng(seed, _PARTICLES), counts, labels, views[0], views[1], box, pixel_size, stack)
+    job_files.write_data_star(outdir / job_files.DATA_FILE, optics_table(box, pixel_size), particles)
+    job_files.write_optimiser_star(outdir / job_files.OPTIMISER_FILE, job, particle_diameter, seed)
+    scores = _truth_scores(_rng(seed, _JOB, 2), labels, kinds, counts, table["resolution"].to_numpy())
+    job_files.write_truth(outdir / job_files.TRUTH_FILE, pd.DataFrame({
+        "class_number": table["class_number"], "label": labels, "kind": kinds, "score": scores,
+        "n_particles": counts}))
+    if write_particle_images:
+        scale = particle_signal_scale(reference, pixel_size, radius_px)
+        mrc = job_files.open_stack(outdir / job_files.PARTICLES_FILE, n_particles, box, pixel_size)
+        try:
+            render_particles(mrc.data, _rng(seed, _PARTICLE_IMAGES), particles, sources, pixel_size,
+                             scale, radius_px)
+            mrc.update_header_stats()
+        finally:
+            mrc.close()
+    return JobSummary(path=outdir, n_classes=n_classes, n_good=int(labels.sum()), box=box, pixel_size=pixel_size,
+                      particle_diameter=particle_diameter, n_particles=n_particles, metadata=metadata, seed=seed,
+                      seconds=time.perf_counter() - started)
+
+
+def _assign_kinds(rng, n_classes: int, junk_fraction: float, junk_kinds: tuple) -> tuple:
+    """(labels, kinds): which classes are junk and of what kind; every kind appears once there are enough."""
+    n_junk = int(round(n_classes * junk_fraction))
+    labels = np.ones(n_classes, dtype=int)
+    labels[rng.permutation(n_classes)[:n_junk]] = 0
+    kinds = np.array(["good"] * n_classes, dtype=object)
+    kinds[labels == 0] = rng.permutation(np.resize(rng.permutation(junk_kinds), n_junk))
+    return labels, kinds
+
+
+def _class_templates(seed, job_rng, labels, kinds, molecules, reference, box, pixel_size, radius_px) -> tuple:
+    """(templates, sources, (view_rot, view_tilt)): noise-free images before Class2D imaging.
+
+    Good classes project one of the molecules at a random view (psi 0); sources[i] is that molecule,
+    or the junk template itself, for drawing particle images later.
+    """
+    n_classes = len(labels)
+    ctx = JunkContext(box=box, pixel_size=pixel_size, radius=radius_px,
+                      molecule_radius=max(m.radius for m in molecules) / pixel_size,
+                      level=float(np.percentile(reference, 99.5)),
+                      good_projection=_projector(molecules, box, pixel_size))
     templates = np.zeros((n_classes, box, box), dtype=np.float32)
     sources: list = [None] * n_classes
     view_rot, view_tilt = np.zeros(n_classes), np.zeros(n_classes)
@@ -145,56 +185,33 @@ def simulate_job_summary(outdir, n_classes=50, box=64, pixel_size=3.5, particle_
         rows = np.flatnonzero((labels == 1) & (molecule_of == m))
         if len(rows):
             templates[rows] = project(molecule.atoms, euler_matrices(view_rot[rows], view_tilt[rows], 0.0),
-                                      box, pixel_size)
+                                      box, pixel_size, weight=molecule.atom_weight)
+    return templates, sources, (view_rot, view_tilt)
 
-    # Class2D imaging: CTF correction, resolution fall-off, noise ~ 1/sqrt(particles), solvent mask
+
+def _class_averages(seed, job_rng, templates, reference, counts, resolution, box, pixel_size, radius_px):
+    """Class2D imaging of all templates at once: CTF correction, resolution fall-off, solvent plateau,
+    noise ~ 1/sqrt(particles), zeroed solvent outside the soft mask; all-zero for empty classes."""
+    n_classes = len(templates)
+    mask = soft_circular_mask(box, radius_px)
+    inside = mask > 0.5
     defocus_low = job_rng.uniform(6000.0, 12000.0)
     correction = ctf_correction_transfer(box, pixel_size, (defocus_low, defocus_low + job_rng.uniform(1e4, 2.5e4)),
                                          wiener_constant=job_rng.uniform(*WIENER_RANGE))
-    noise_per_particle = job_rng.uniform(*NOISE_PER_PARTICLE)
-    transfer = correction[None] * resolution_envelopes(box, pixel_size, table["resolution"].to_numpy())
+    transfer = correction[None] * resolution_envelopes(box, pixel_size, resolution)
+    # one density scale for the whole job: a good projection at 4 px resolution has unit std in the mask
     scale_transfer = correction[None] * resolution_envelopes(box, pixel_size, [4.0 * pixel_size])
-    signal_scale = float(np.median(masked_std(apply_transfer(reference, scale_transfer), mask)))
-    signal = apply_transfer(templates, transfer) / signal_scale
+    signal = apply_transfer(templates, transfer)
+    signal /= float(np.median(masked_std(apply_transfer(reference, scale_transfer), mask)))
     # particles are normalised to a zero-mean background that still holds their CTF fringes: once
     # CTF-corrected, the average sits on a negative plateau (the dark disc inside the mask)
-    inside = mask > 0.5
     signal -= (job_rng.uniform(*SOLVENT_OFFSET, n_classes) * signal[:, inside].mean(axis=1))[:, None, None]
     noise = coloured_noise(_rng(seed, _NOISE), transfer, box, mask)
-    noise *= (noise_per_particle / np.sqrt(np.maximum(counts, 1)))[:, None, None]
+    noise *= (job_rng.uniform(*NOISE_PER_PARTICLE) / np.sqrt(np.maximum(counts, 1)))[:, None, None]
     gain = np.exp(job_rng.normal(0.0, 0.15, n_classes)).astype(np.float32)
     images = (signal + noise) * mask[None] * gain[:, None, None]
-    images[counts == 0] = 0.0
-    images = images.astype(np.float32)
-
-    # files
-    outdir.mkdir(parents=True, exist_ok=True)
-    job = job_files.project_relative(outdir)
-    job_files.write_stack(outdir / job_files.CLASSES_FILE, images, pixel_size)
-    job_files.write_model_star(outdir / job_files.MODEL_FILE, table, f"{job}/{job_files.CLASSES_FILE}",
-                               box, pixel_size)
-    particle_rng = _rng(seed, _PARTICLES)
-    stack = f"{job}/{job_files.PARTICLES_FILE}" if write_particle_images else None
-    particles = particle_table(particle_rng, counts, labels, view_rot, view_tilt, box, pixel_size, stack)
-    job_files.write_data_star(outdir / job_files.DATA_FILE, optics_table(box, pixel_size), particles)
-    job_files.write_optimiser_star(outdir / job_files.OPTIMISER_FILE, job, particle_diameter, seed)
-    truth = pd.DataFrame({"class_number": table["class_number"], "label": labels, "kind": kinds,
-                          "score": _truth_scores(_rng(seed, _JOB, 2), labels, kinds, counts,
-                                                 table["resolution"].to_numpy(), pixel_size),
-                          "n_particles": counts})
-    job_files.write_truth(outdir / job_files.TRUTH_FILE, truth)
-    if write_particle_images:
-        scale = particle_signal_scale(reference, pixel_size, radius_px)
-        mrc = job_files.open_stack(outdir / job_files.PARTICLES_FILE, n_particles, box, pixel_size)
-        try:
-            render_particles(mrc.data, _rng(seed, _PARTICLE_IMAGES), particles, sources, pixel_size,
-                             scale, radius_px)
-            mrc.update_header_stats()
-        finally:
-            mrc.close()
-    return JobSummary(path=outdir, n_classes=n_classes, n_good=int(labels.sum()), box=box, pixel_size=pixel_size,
-                      particle_diameter=particle_diameter, n_particles=n_particles, metadata=metadata, seed=seed,
-                      seconds=time.perf_counter() - started)
+    images[np.asarray(counts) == 0] = 0.0
+    return images.astype(np.float32)
 
 
 def _check_arguments(n_classes, box, pixel_size, particle_diameter, n_particles, junk_fraction, junk_kinds,
@@ -234,27 +251,28 @@ def _molecules(rng: np.random.Generator, particle_diameter: float) -> list:
 
 def _reference_projections(rng, molecule: Molecule, box: int, pixel_size: float) -> np.ndarray:
     rot, tilt = random_views(rng, 8)
-    return project(molecule.atoms, euler_matrices(rot, tilt, 0.0), box, pixel_size)
+    return project(molecule.atoms, euler_matrices(rot, tilt, 0.0), box, pixel_size, weight=molecule.atom_weight)
 
 
 def _projector(molecules: list, box: int, pixel_size: float):
     """good_projection(rng, fraction) for the junk functions."""
     def good_projection(rng: np.random.Generator, fraction: float = 1.0) -> np.ndarray:
-        atoms = molecules[int(rng.integers(len(molecules)))].atoms
+        molecule = molecules[int(rng.integers(len(molecules)))]
+        atoms = molecule.atoms
         if fraction < 1.0:
             seed_atom = atoms[int(rng.integers(len(atoms)))]
             nearest = np.argsort(np.linalg.norm(atoms - seed_atom, axis=1), kind="stable")
             atoms = atoms[nearest[:max(4, int(fraction * len(atoms)))]]
             atoms = atoms - atoms.mean(axis=0)
         rot, tilt = random_views(rng, 1)
-        return project(atoms, euler_matrices(rot, tilt, rng.uniform(-180, 180)), box, pixel_size)[0]
+        return project(atoms, euler_matrices(rot, tilt, rng.uniform(-180, 180)), box, pixel_size,
+                       weight=molecule.atom_weight)[0]
     return good_projection
 
 
-def _truth_scores(rng, labels, kinds, counts, resolution, pixel_size) -> np.ndarray:
+def _truth_scores(rng, labels, kinds, counts, resolution) -> np.ndarray:
     """Soft quality targets in [0, 1]: good classes 0.55-1 by signal and resolution, junk 0-0.34 by kind."""
-    res_px = np.where(np.isfinite(resolution), resolution / pixel_size, np.inf)
-    res_term = np.clip((8.0 - res_px) / 5.0, 0.0, 1.0)
+    res_term = np.clip((25.0 - np.asarray(resolution, dtype=float)) / 15.0, 0.0, 1.0)  # inf -> 0
     snr_term = counts / (counts + 30.0)
     good = 0.55 + 0.45 * (0.5 * res_term + 0.5 * snr_term)
     junk = np.array([JUNK_BASE_SCORE.get(k, 0.0) for k in kinds]) + rng.uniform(0.0, 0.08, len(labels))
