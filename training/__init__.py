@@ -5,15 +5,18 @@ Installed as ``classranker_plugin.training``. The modules, each with one job:
 =============== ================================================================================
 module          job
 =============== ================================================================================
-sources         label sources: RELION training-format STAR, simulated jobs (truth.csv), a job with
-                a labels CSV, a ClassSet with the classes a user kept by hand
+sources         label sources: simulated jobs (truth.csv), a job with a labels CSV, a ClassSet with
+                the classes a user kept by hand (ClassSetSource)
+star_source     label source: RELION's training-format STAR
 dataset         ``build_dataset`` (streams one source at a time into memory-mapped .npy files)
                 and ``load_dataset``
 augment         batch augmentation in torch (90 degree and arbitrary rotations, flips, shifts) and
                 masking of metadata features
+masking         which features are metadata and their 'unknown' encoding, per feature set
 trainer         ``train``: the training run (AMP, class balance, early stopping, checkpoints)
 loop            one epoch of training, one pass of validation, batch sampling
 state           the resumable training state (last.pt), history and metrics.csv / metrics.png
+results         per-epoch records, choice of the best epoch, writing model.pt
 calibration     temperature scaling on the validation split
 distributed     torchrun / DDP helpers
 metrics         ROC/PR AUC, MCC, thresholds, reliability table (numpy only)

@@ -64,7 +64,9 @@ def dataset_classes(path: PathLike, ranker: Ranker, split: Optional[str], batch_
     table = data.meta.iloc[indices].reset_index(drop=True)
     table.insert(0, "input", str(path))
     table["label"] = np.asarray(data.labels[indices], np.float64)
-    table["score"] = scores
+    # as in selection: an empty class (blank average or no particles) is never kept
+    empty = table["empty"].astype(bool).to_numpy() if "empty" in table else np.zeros(len(table), bool)
+    table["score"] = np.where(empty, 0.0, scores)
     table["split"] = np.where(np.asarray(data.split[indices]) == 1, "valid", "train")
     return table
 
@@ -159,7 +161,7 @@ def evaluate(model: Optional[PathLike], inputs: Iterable[PathLike], out_dir: Pat
     table = table.sort_values("error", ascending=False, kind="stable")
     with atomic_output_dir(out_dir) as tmp:
         tmp = Path(tmp)
-        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        (tmp / "metrics.json").write_text(json.dumps(_finite(summary), indent=2, default=_json_default))
         table.to_csv(tmp / "per_class.csv", index=False, float_format="%.6g")
         calibration.to_csv(tmp / "calibration.csv", index=False, float_format="%.6g")
         rankers.to_csv(tmp / "baselines.csv", index=False, float_format="%.6g")
@@ -181,6 +183,17 @@ def _write_plots(folder: Path, y, table: pd.DataFrame, baselines: dict, rankers:
     plot_pr(folder / "pr.png", labels, curves, aps)
     plot_histograms(folder / "score_histogram.png", labels, table["score"], cutoff)
     plot_reliability(folder / "reliability.png", calibration)
+
+
+def _finite(value):
+    """NaN and infinities -> None (strict JSON has no NaN), recursively."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -33,10 +33,10 @@ class Batches:
         self.device = device
         self.mean = torch.as_tensor(feature_mean, dtype=torch.float32, device=device)
         self.std = torch.as_tensor(feature_std, dtype=torch.float32, device=device)
-        self.features = torch.as_tensor(np.asarray(features, np.float32), device=device)
-        self.labels = torch.as_tensor(np.asarray(labels, np.float32), device=device)
+        self.features = torch.from_numpy(np.array(features, np.float32)).to(device)
+        self.labels = torch.from_numpy(np.array(labels, np.float32)).to(device)
         self.preloaded = images.nbytes <= PRELOAD_BYTES
-        self.images = (torch.as_tensor(np.asarray(images, np.float32), device=device) if self.preloaded
+        self.images = (torch.from_numpy(np.array(images, np.float32)).to(device) if self.preloaded
                        else images)
 
     def normalise(self, features: torch.Tensor) -> torch.Tensor:

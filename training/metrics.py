@@ -31,7 +31,8 @@ def _cumulative_counts(y: np.ndarray, s: np.ndarray):
     """Thresholds (distinct scores, descending) and the true/false positives at each of them."""
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1] if len(s) else np.zeros(0, int)
+    changes = np.flatnonzero(s_sorted[1:] != s_sorted[:-1])  # (not np.diff: -inf - -inf is NaN)
+    last_of_tie = np.r_[changes, len(s_sorted) - 1] if len(s) else np.zeros(0, int)
     tps = np.cumsum(y_sorted)[last_of_tie].astype(float)
     fps = (last_of_tie + 1 - tps).astype(float)
     return s_sorted[last_of_tie], tps, fps

@@ -21,15 +21,17 @@ def bce(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))))
 
 
-def epoch_record(epoch, train_loss, logits, logits_no_metadata, labels, optimizer, seen, seconds, world) -> dict:
-    """One row of metrics.csv."""
+def epoch_record(epoch, train_loss, logits, logits_no_metadata, labels, optimizer, seen, train_seconds,
+                 seconds, world) -> dict:
+    """One row of metrics.csv (images_per_s: training images per second over all ranks, validation
+    excluded; seconds: the whole epoch with validation)."""
     record = {"epoch": int(epoch), "train_loss": float(train_loss), "val_loss": bce(logits, labels),
               "val_auc": roc_auc(labels, logits) if len(labels) else float("nan"),
               "val_pr_auc": average_precision(labels, logits) if len(labels) else float("nan"),
               "val_auc_no_metadata": (roc_auc(labels, logits_no_metadata)
                                       if logits_no_metadata is not None and len(labels) else float("nan")),
               "lr": float(optimizer.param_groups[0]["lr"]), "seconds": float(seconds),
-              "images_per_s": float(seen * world / max(seconds, 1e-9))}
+              "images_per_s": float(seen * world / max(train_seconds, 1e-9))}
     return record
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..classset import ClassSet
 from ..errors import InputError
-from ..io.validate import listed
+from ..io.validate import empty_class_mask, listed
 from .baselines import empty_heuristic
 
 PathLike = Union[str, os.PathLike]
@@ -110,6 +110,7 @@ def classset_chunk(classset: ClassSet, labels: np.ndarray, options: BuildOptions
     meta["box"] = classset.box_size
     meta["empty_score"] = empty_heuristic(classset.images[rows], classset.pixel_size,
                                           classset.particle_diameter)
+    meta["empty"] = empty_class_mask(classset)[rows]
     return Chunk(images=images[rows], features=np.asarray(features.values, np.float32)[rows],
                  labels=check_labels(labels, classset.source), meta=meta,
                  feature_names=list(features.names), feature_set=options.feature_set,
@@ -123,30 +124,60 @@ def find_model_star(path: PathLike) -> Path:
         if not path.exists():
             raise InputError("job not found", path, "give a Class2D job folder, a model.star or an .mrcs stack")
         return path
-    stars = sorted(path.glob("*_model.star"), key=lambda p: (int(m.group(1)) if (m := _ITERATION.search(p.name)) else -1, p.name))
+    def iteration(star: Path):
+        match = _ITERATION.search(star.name)
+        return (int(match.group(1)) if match else -1, star.name)
+    stars = sorted(path.glob("*_model.star"), key=iteration)
     if not stars:
         raise InputError("no *_model.star in this folder", path,
                          "give a RELION Class2D job folder (or the model.star / .mrcs itself)")
     return stars[-1]
 
 
+NUMBER_COLUMNS = ("class_number", "class", "rlnClassNumber")
+LABEL_COLUMNS = ("label", "score", "human_selected", "selected", "rlnSelected", "rlnClassScore")
+
+
+def _label_frame(path: Path) -> pd.DataFrame:
+    """The raw table of a labels file: CSV with a header, or STAR (e.g. RELION's backup_selection.star,
+    one rlnSelected per class in class order)."""
+    if path.suffix.lower() == ".star":
+        from ..io.star import read_star
+        table = next((b for b in read_star(path).values() if isinstance(b, pd.DataFrame)), None)
+        if table is None:
+            raise InputError("no table in this STAR file", path, "give RELION's backup_selection.star or a CSV")
+        table = table.reset_index(drop=True)
+        if not any(c in table.columns for c in NUMBER_COLUMNS):
+            table.insert(0, "class_number", np.arange(1, len(table) + 1))
+        if "rlnSelected" in table.columns:  # RELION writes 1 (kept), 0, or other group numbers
+            table["rlnSelected"] = (pd.to_numeric(table["rlnSelected"], errors="coerce") == 1).astype(float)
+        return table
+    try:
+        return pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read this CSV file ({error})", path, "give a CSV with a header row") from None
+
+
 def read_label_table(path: PathLike, target: str = "label") -> pd.DataFrame:
-    """class_number -> label from a CSV (columns class_number and ``target``, else label or score)."""
+    """class_number, label, kind from a labels file.
+
+    CSV: a class number column (class_number, class or rlnClassNumber) and a label column (``target``,
+    else the first of label, score, human_selected, selected, rlnSelected, rlnClassScore).
+    STAR: RELION's backup_selection.star (rlnSelected == 1 -> label 1, one row per class).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("labels file not found", path, "give a CSV with columns class_number,label")
-    try:
-        table = pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read this CSV file ({error})", path, "give a CSV with a header row") from None
-    column = next((c for c in (target, "label", "score") if c in table.columns), None)
-    if "class_number" not in table.columns or column is None:
-        raise InputError(f"the labels CSV needs the columns class_number and {target} "
+    table = _label_frame(path)
+    number = next((c for c in NUMBER_COLUMNS if c in table.columns), None)
+    column = next((c for c in (target,) + LABEL_COLUMNS if c in table.columns), None)
+    if number is None or column is None:
+        raise InputError(f"the labels file needs a class number and a label column "
                          f"(found: {', '.join(map(str, table.columns))})", path,
                          "write a header row: class_number,label")
-    numbers = pd.to_numeric(table["class_number"], errors="coerce")
+    numbers = pd.to_numeric(table[number], errors="coerce")
     if numbers.isna().any() or numbers.duplicated().any():
-        raise InputError("class_number must hold unique whole numbers", path, "repair the class_number column")
+        raise InputError(f"{number} must hold unique whole numbers", path, f"repair the {number} column")
     out = pd.DataFrame({"class_number": numbers.astype(int),
                         "label": check_labels(pd.to_numeric(table[column], errors="coerce"), path, column)})
     out["kind"] = table["kind"].astype(str) if "kind" in table.columns else ""
@@ -227,9 +258,14 @@ def open_source(spec, labels: Optional[PathLike] = None, root: Optional[PathLike
 
     A STAR file with rlnClassScore -> StarSource (paths relative to ``root``); any other job
     argument (folder, model.star, .mrcs) -> JobSource with ``labels`` (default truth.csv).
+    ``JOB=LABELS`` pairs a job with its own labels file.
     """
     if hasattr(spec, "chunks"):
         return spec
+    text = str(spec)
+    if "=" in text and not Path(text).exists():
+        job, own_labels = text.rsplit("=", 1)
+        return JobSource(Path(job), labels=Path(own_labels), target=target)
     path = Path(spec)
     if path.suffix == ".star" and path.is_file() and not path.name.endswith("_model.star"):
         from .star_source import StarSource, is_training_star

@@ -13,7 +13,7 @@ one stack (one job) at a time; RELION's per-job features (protein/solvent sums) 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io.relion import project_candidates
 from ..io.stack import header_pixel_size, mrc_shape, read_mrc_images, stats_to_table
 from ..io.star import read_star
-from ..io.validate import listed
+from ..io.validate import empty_class_mask, listed
 from .baselines import empty_heuristic
 from .sources import META_STATS, BuildOptions, Chunk, check_labels, classset_chunk, network_images
 
@@ -190,7 +190,9 @@ class StarSource:
                                      f"{options.image_size} px", self.path, f"use --image-size {read.shape[1]}")
                 images[sub] = read
             image_kind = "relion"
-        else:
+        else:  # RELION's features go with RELION's images unless asked otherwise
+            kind = options.image_kind or ("relion" if feature_set == "relion" else None)
+            options = replace(options, image_kind=kind)
             images, image_kind = network_images(classset, options), options.resolved_image_kind()
         meta = pd.DataFrame({"job": str(stack), "class_number": classset.class_numbers, "kind": "star"})
         for column in META_STATS:
@@ -198,6 +200,7 @@ class StarSource:
         meta["pixel_size"] = classset.pixel_size or np.nan
         meta["box"] = classset.box_size
         meta["empty_score"] = empty_heuristic(classset.images, classset.pixel_size, classset.particle_diameter)
+        meta["empty"] = empty_class_mask(classset)
         return Chunk(images=images, features=np.asarray(vectors, np.float32), labels=labels, meta=meta,
                      feature_names=names, feature_set=feature_set, image_kind=image_kind)
 

@@ -37,7 +37,7 @@ STATE_FILE = "last.pt"
 BEST_FILE = "model.pt"
 #: options that must be equal for a resumed run to be the same run
 RESUME_KEYS = ("seed", "epochs", "batch_size", "lr", "weight_decay", "balance", "schedule", "augment",
-               "mask_metadata", "freeze_cnn", "arch", "dataset_classes")
+               "mask_metadata", "freeze_cnn", "arch", "dataset_classes", "label_noise")
 
 
 def save_state(path: Path, payload: dict) -> None:
@@ -117,7 +117,8 @@ def write_history(out_dir: Path, history: list) -> None:
             right.plot(epochs, table[column], marker="o", ms=3, label=label)
     right.axhline(0.5, color="grey", lw=0.8, ls=":")
     right.set(xlabel="epoch", ylabel="ROC AUC", title="validation ROC AUC", ylim=(0.4, 1.01))
-    right.legend(loc="lower right")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(loc="lower right")
     with atomic_write(out_dir / "metrics.png") as tmp:
         figure.savefig(tmp, dpi=90, format="png")
     plt.close(figure)

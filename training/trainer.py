@@ -16,6 +16,8 @@ Training: BCE with logits on the soft labels, class balance by ``pos_weight`` (o
 sampler), AdamW with a cosine (or plateau) schedule, batch augmentation, random masking of the
 metadata features, mixed precision on CUDA, early stopping after ``patience`` epochs without a
 better validation AUC. ``init`` fine-tunes a model (same features), ``freeze_cnn`` freezes its CNN.
+``label_noise`` flips that share of the training labels (seeded; validation labels untouched), to
+measure how robust training is to wrong labels.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def _validate_options(epochs, batch_size, lr, balance, schedule, mask_metadata):
         raise InputError(f"metadata masking probability {mask_metadata} is outside [0, 1]")
 
 
-def _network(data, init, arch, freeze_cnn, train_idx, seed):
+def _network(data, init, arch, train_idx, seed):
     """(network, feature mean, feature std, image kind): fresh, or from the ``init`` checkpoint."""
     if init is not None:
         ranker = load_model(init, device="cpu", feature_names=data.feature_names)
@@ -87,13 +89,17 @@ def train(dataset_dir: PathLike, out_dir: PathLike, epochs: int = 30, batch_size
           device: str = "auto", init: Optional[PathLike] = None, freeze_cnn: bool = False, resume: bool = False,
           seed: int = 0, patience: int = 10, weight_decay: float = 1e-4, balance: str = "loss",
           schedule: str = "cosine", augment: bool = True, mask_metadata: float = 0.3, amp: bool = True,
-          arch: Optional[str] = None, progress: bool = True, command_line: Optional[str] = None,
+          arch: Optional[str] = None, label_noise: float = 0.0, progress: bool = True,
+          command_line: Optional[str] = None,
           on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Train and return a summary (best epoch, its metrics, output paths). See the module docstring."""
     _validate_options(epochs, batch_size, lr, balance, schedule, mask_metadata)
     data = load_dataset(dataset_dir)
     train_idx, valid_idx = data.indices("train"), data.indices("valid")
-    labels = np.asarray(data.labels, np.float32)
+    labels = np.array(data.labels, np.float32)
+    if label_noise:  # robustness experiments: flip a share of the training labels, never validation ones
+        flip = train_idx[np.random.default_rng([seed, 7]).random(len(train_idx)) < label_noise]
+        labels[flip] = 1.0 - labels[flip]
     if len(train_idx) < 2 or (labels[train_idx] >= 0.5).all() or (labels[train_idx] < 0.5).all():
         raise InputError("the training split needs classes of both labels", dataset_dir,
                          "rebuild the dataset with more classes of the rarer label")
@@ -101,7 +107,7 @@ def train(dataset_dir: PathLike, out_dir: PathLike, epochs: int = 30, batch_size
     out_dir = Path(out_dir)
     if freeze_cnn and init is None:
         log.warning("freeze_cnn without init freezes a randomly initialised CNN")
-    network, mean, std, image_kind = _network(data, init, arch, freeze_cnn, train_idx, seed)
+    network, mean, std, image_kind = _network(data, init, arch, train_idx, seed)
     if freeze_cnn:
         for parameter in network.cnn.parameters():
             parameter.requires_grad_(False)
@@ -110,7 +116,8 @@ def train(dataset_dir: PathLike, out_dir: PathLike, epochs: int = 30, batch_size
     config = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "balance": balance, "schedule": schedule, "augment": augment, "mask_metadata": mask_metadata,
               "freeze_cnn": freeze_cnn, "arch": network.config["arch"], "dataset_classes": len(data),
-              "patience": patience, "amp": use_amp, "init": None if init is None else str(init),
+              "label_noise": label_noise, "patience": patience, "amp": use_amp,
+              "init": None if init is None else str(init),
               "dataset": str(Path(dataset_dir).resolve()), "world_size": context.world_size}
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=weight_decay)
@@ -160,11 +167,12 @@ def train(dataset_dir: PathLike, out_dir: PathLike, epochs: int = 30, batch_size
         order = epoch_order(train_idx, labels, balance, generator)
         bar = ProgressLine(epoch, epochs, progress and context.is_main)
         train_loss, seen = train_epoch(model, optimizer, scaler, batches, order, step, generator, context, bar)
+        train_seconds = time.perf_counter() - t0
         bar.clear()
         logits = predict(network, batches, valid_idx, max(batch_size, 256), use_amp)
         no_meta = predict(network, batches, valid_idx, max(batch_size, 256), use_amp, masker) if masker else None
         record = epoch_record(epoch, train_loss, logits, no_meta, labels[valid_idx], optimizer, seen,
-                              time.perf_counter() - t0, context.world_size)
+                              train_seconds, time.perf_counter() - t0, context.world_size)
         if schedule == "cosine":
             scheduler.step()
         else:

@@ -12,12 +12,14 @@ import sys
 
 
 def add_args(parser):
-    parser.add_argument("sources", nargs="+", help="training STAR files and/or labelled job folders")
+    parser.add_argument("sources", nargs="+", help="training STAR files and/or labelled jobs; JOB=LABELS "
+                        "pairs a job with its own labels file (CSV, or RELION's backup_selection.star)")
     parser.add_argument("--o", "--output", dest="output", required=True, help="dataset folder to write")
     parser.add_argument("--feature-set", default="classranker", choices=["classranker", "relion"],
                         help="features computed for sources that do not give them")
     parser.add_argument("--image-size", type=int, default=64, help="network image size in pixels")
-    parser.add_argument("--labels", help="labels CSV (class_number,label) for job sources without truth.csv")
+    parser.add_argument("--labels", help="labels CSV (class_number,label) or backup_selection.star for job "
+                        "sources without truth.csv")
     parser.add_argument("--target", default="label", choices=["label", "score"],
                         help="truth.csv column used as the label (score: the simulator's soft score)")
     parser.add_argument("--root", help="folder the image paths of a training STAR are relative to")

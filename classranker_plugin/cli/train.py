@@ -31,6 +31,8 @@ def add_args(parser):
     parser.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
     parser.add_argument("--mask-metadata", type=float, default=0.3,
                         help="probability of hiding a class's metadata features during training")
+    parser.add_argument("--label-noise", type=float, default=0.0,
+                        help="flip this share of the training labels (robustness experiments)")
     parser.add_argument("--no-augment", action="store_true", help="no rotations, flips or shifts")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -48,6 +50,7 @@ def main(args) -> int:
                     seed=args.seed, patience=args.patience, weight_decay=args.weight_decay,
                     balance=args.balance, schedule=args.schedule, augment=not args.no_augment,
                     mask_metadata=args.mask_metadata, amp=not args.no_amp, arch=args.arch,
+                    label_noise=args.label_noise,
                     progress=not args.quiet, command_line=" ".join(["classranker"] + sys.argv[1:]))
     best = summary["best"]
     if int(os.environ.get("RANK", "0")) == 0 and best.get("epoch", -1) >= 0 and "temperature" in best:
