@@ -22,8 +22,40 @@ def feature_groups(names) -> dict:
     return groups
 
 
-def _readable(name: str) -> str:
-    return name.replace("_", " ")
+#: feature -> (phrase when the feature is high, phrase when it is low), for a biologist to read
+PHRASES = {
+    "empty": ("blank average", "non-blank average"),
+    "log_class_distribution": ("well-populated class", "few particles in the class"),
+    "log_particle_count": ("many particles", "few particles"),
+    "accuracy_rotations": ("poor angular accuracy", "accurate angles"),
+    "accuracy_translations": ("poor translational accuracy", "accurate shifts"),
+    "not_converged": ("alignment did not converge", "alignment converged"),
+    "resolution_relative": ("low resolution", "high resolution"),
+    "resolution_nyquist": ("high resolution", "low resolution"),
+    "log_signal_std": ("strong signal", "weak signal"),
+    "contrast_in_out": ("particle stands out from its surroundings", "particle does not stand out"),
+    "protein_solvent_contrast": ("clear particle against the solvent", "faint particle against the solvent"),
+    "solvent_flatness": ("structured or noisy solvent", "flat solvent"),
+    "outside_signal": ("signal outside the mask", "clean surroundings"),
+    "com_offset": ("signal off-centre", "signal centred"),
+    "radial_centroid": ("density far from the centre", "density at the centre"),
+    "radial_spread": ("spread-out density", "compact density"),
+    "rotational_symmetry": ("featureless round blob", "structured density"),
+    "power_mid": ("medium-resolution detail", "blurry, little detail"),
+    "power_high": ("fine detail", "no fine detail"),
+    "angular_power_peak": ("straight edges or streaks", "no straight edges"),
+    "gradient_coherence": ("one dominant edge (carbon, streak)", "no dominant edge"),
+    "n_blobs": ("several separate densities", "a single density"),
+    "largest_blob_area": ("large main density", "small main density"),
+    "largest_blob_share": ("one compact particle", "scattered fragments"),
+    "blob_offset": ("main density off-centre", "main density centred"),
+    "blob_outside": ("density beyond the mask (neighbours, aggregates)", "density within the mask"),
+}
+
+
+def _readable(name: str, level: float) -> str:
+    high, low = PHRASES.get(name, (f"high {name.replace('_', ' ')}", f"low {name.replace('_', ' ')}"))
+    return high if level > 0 else low
 
 
 @torch.no_grad()
@@ -53,7 +85,7 @@ def contributions(ranker, images: np.ndarray, features: np.ndarray, names) -> tu
 
 
 def explain_scores(ranker, images, features, names, logits=None, top: int = 2) -> list:
-    """One sentence per class, e.g. 'rejected: low class distribution, image (-1.2)'."""
+    """One sentence per class, e.g. 'rejected: few particles in the class, signal off-centre'."""
     if len(images) == 0 or not hasattr(ranker.network, "forward_embedded"):
         return [""] * len(images)
     contrib, labels = contributions(ranker, images, features, names)
@@ -73,8 +105,7 @@ def explain_scores(ranker, images, features, names, logits=None, top: int = 2) -
             if label == "image":
                 reasons.append("image looks " + ("like a particle" if value > 0 else "like junk"))
             else:
-                level = normalised[row, groups[label][0]]
-                reasons.append(f"{'high' if level > 0 else 'low'} {_readable(label)}")
+                reasons.append(_readable(label, normalised[row, groups[label][0]]))
         verdict = "kept" if kept else "rejected"
         sentences.append(f"{verdict}: " + (", ".join(reasons) if reasons else "no single dominant reason"))
     return sentences
