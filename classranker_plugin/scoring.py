@@ -102,12 +102,23 @@ def select_classes(scores, particle_counts=None, cutoff: float = 0.5, min_classe
 
 def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cutoff: float = 0.5,
                 min_classes: int = 0, min_particles: int = 0, device: str = "auto",
-                batch_size: int = 256, plots: bool = True, write_rejected: bool = False) -> dict:
-    """Score, select and write the outputs in ``outdir`` (all or nothing). Returns the summary."""
+                batch_size: int = 256, plots: bool = True, write_rejected: bool = False,
+                saliency: bool = False) -> dict:
+    """Score, select and write the outputs in ``outdir`` (all or nothing). Returns the summary.
+
+    saliency: with plots, also draw gallery_saliency.png (occlusion maps of the image branch).
+    """
     validate_cutoff(cutoff)
     result = score_classes(classset, ranker, device=device, batch_size=batch_size)
     counts = classset.stat("particle_count")
     keep = select_classes(result.scores, counts, cutoff, min_classes, min_particles, empty=result.empty)
+    saliency_images = saliency_maps = None
+    if saliency and plots:
+        from .saliency import classset_saliency
+        t0 = time.perf_counter()
+        saliency_images, saliency_maps = classset_saliency(classset, ranker or load_model(device=device),
+                                                           result.feature_vectors, batch_size=batch_size)
+        result.timings["saliency_s"] = time.perf_counter() - t0
     summary = summarise(classset, result, keep, cutoff, ranker)
     with atomic_output_dir(outdir) as tmp:
         tmp = Path(tmp)
@@ -122,7 +133,8 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
                 write_particles(tmp / "particles_rejected.star", classset, classset.class_numbers[~keep])
         if plots:
             from .report import write_report_plots
-            write_report_plots(tmp, classset, result.scores, keep, cutoff, result.explanations)
+            write_report_plots(tmp, classset, result.scores, keep, cutoff, result.explanations,
+                               saliency_maps=saliency_maps, saliency_images=saliency_images)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -46,6 +46,9 @@ def add_args(parser):
                         help="keep the best classes until at least this many particles are kept")
     parser.add_argument("--write-rejected", action="store_true", help="also write particles_rejected.star")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG histogram and gallery")
+    parser.add_argument("--saliency", action="store_true",
+                        help="also draw gallery_saliency.png: where the image branch looked (occlusion maps; "
+                             "about 64 extra network passes per class)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
 
@@ -60,7 +63,8 @@ def main(args) -> int:
     ranker = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     summary = auto_select(classset, args.output, ranker, cutoff=args.cutoff, min_classes=args.min_classes,
                           min_particles=args.min_particles, device=args.device, batch_size=args.batch_size,
-                          plots=not args.no_plots, write_rejected=args.write_rejected)
+                          plots=not args.no_plots, write_rejected=args.write_rejected,
+                          saliency=args.saliency)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         print()
