@@ -14,8 +14,9 @@ feature_names   the feature names, in order: loading refuses a mismatch with the
 feature_mean    per-feature offset applied before the network (list of floats)
 feature_std     per-feature scale applied before the network (list of floats)
 image_kind      how class averages become network images: "classranker" or "relion"
-output          "logit" (sigmoid(logit / temperature)) or "score" (RELION: clamp to [0, 1])
+output          "logit" (sigmoid(logit / temperature + bias)) or "score" (RELION: clamp to [0, 1])
 temperature     calibration temperature (1.0 = uncalibrated)
+bias            calibration offset (0.0 = uncalibrated), so that 0.5 means "as likely good as not"
 metrics         validation metrics, e.g. precision/recall at the default cutoff
 provenance      who/what/when: version, command line, training data, date
 state_dict      the weights
@@ -74,6 +75,7 @@ class Ranker:
     image_kind: str = "classranker"
     output: str = "logit"
     temperature: float = 1.0
+    bias: float = 0.0
     metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     path: Optional[str] = None
@@ -102,7 +104,8 @@ class Ranker:
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.output == "score":  # RELION models regress the score directly
             return np.clip(logits, 0.0, 1.0)
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / self.temperature))
+        z = np.asarray(logits, np.float64) / self.temperature + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
 
     def score(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return self.scores_from_logits(self.logits(images, features, batch_size)).astype(np.float32)
@@ -130,6 +133,7 @@ def save_checkpoint(path, ranker: Ranker, extra: Optional[dict] = None) -> Path:
         "image_kind": ranker.image_kind,
         "output": ranker.output,
         "temperature": float(ranker.temperature),
+        "bias": float(ranker.bias),
         "metrics": _plain(ranker.metrics),
         "provenance": _plain(provenance),
         "state_dict": {k: v.detach().cpu() for k, v in ranker.network.state_dict().items()},
@@ -201,7 +205,7 @@ def load_model(path=None, device: str = "auto", feature_names=None, trust_torchs
                     feature_mean=np.asarray(payload["feature_mean"], np.float32),
                     feature_std=np.asarray(payload["feature_std"], np.float32),
                     image_kind=payload.get("image_kind", "classranker"), output=payload.get("output", "logit"),
-                    temperature=float(payload.get("temperature", 1.0)), metrics=payload.get("metrics", {}),
+                    temperature=float(payload.get("temperature", 1.0)), bias=float(payload.get("bias", 0.0)), metrics=payload.get("metrics", {}),
                     provenance=payload.get("provenance", {}), path=str(path))
     return ranker.to(resolve_device(device))
 

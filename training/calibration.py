@@ -1,4 +1,4 @@
-"""Temperature scaling: one scalar T so that sigmoid(logit / T) matches the validation labels.
+"""Calibration: T (and an offset b) so that sigmoid(logit / T + b) matches the validation labels.
 
 The ranking (and so every AUC) does not change; only how far scores sit from 0.5 does, which makes
 a cutoff of 0.5 mean "more likely good than not". T is the maximum a posteriori estimate on the
@@ -34,5 +34,24 @@ def fit_temperature(logits, labels) -> float:
     return temperature
 
 
-def calibrated_scores(logits, temperature: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / temperature))
+def fit_calibration(logits, labels) -> tuple:
+    """(temperature, bias) so that sigmoid(logit / T + b) matches the validation labels.
+
+    The temperature comes from :func:`fit_temperature`; the bias (Platt's offset, with a weak normal
+    prior) then moves the 0.5 point to where the validation classes are as likely good as not. A
+    temperature alone cannot do that: a model whose logits are all shifted keeps every score on
+    one side of 0.5.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    temperature = fit_temperature(logits, labels)
+    if len(logits) < 2 or labels.min() == labels.max():
+        return temperature, 0.0
+    z, n = logits / temperature, len(logits)
+    result = minimize_scalar(lambda b: _bce(z + b, labels, 1.0) + b ** 2 / (2.0 * 4.0 * n),
+                             bounds=(-10.0, 10.0), method="bounded", options={"xatol": 1e-4})
+    return temperature, float(result.x)
+
+
+def calibrated_scores(logits, temperature: float, bias: float = 0.0) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(np.asarray(logits, np.float64) / temperature + bias)))

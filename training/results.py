@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import __version__
 from ..checkpoint import Ranker, save_checkpoint
-from .calibration import calibrated_scores, fit_temperature
+from .calibration import calibrated_scores, fit_calibration
 from .metrics import average_precision, best_mcc_threshold, confusion, roc_auc
 
 CUTOFF = 0.5
@@ -37,7 +37,8 @@ def epoch_record(epoch, train_loss, logits, logits_no_metadata, labels, optimize
 
 def _key(record: dict) -> tuple:
     auc, loss = record.get("val_auc", float("nan")), record.get("val_loss", float("nan"))
-    return (auc if math.isfinite(auc) else -math.inf,
+    # AUCs within 0.001 count as equal (an under-trained epoch must not win on noise): the loss decides
+    return (round(auc, 3) if math.isfinite(auc) else -math.inf,
             -loss if math.isfinite(loss) else -record.get("train_loss", math.inf))
 
 
@@ -50,11 +51,11 @@ def best_record(record: dict) -> dict:
     return {k: record[k] for k in ("epoch", "val_auc", "val_loss", "train_loss", "val_pr_auc")}
 
 
-def validation_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
-    """Metrics stored in model.pt (scores calibrated with ``temperature``)."""
+def validation_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float, bias: float = 0.0) -> dict:
+    """Metrics stored in model.pt (scores calibrated with ``temperature`` and ``bias``)."""
     if not len(labels):
         return {}
-    scores = calibrated_scores(logits, temperature)
+    scores = calibrated_scores(logits, temperature, bias)
     at_cutoff = confusion(labels, scores, CUTOFF)
     threshold, best_mcc = best_mcc_threshold(labels, scores)
     return {"val_auc": roc_auc(labels, scores), "val_pr_auc": average_precision(labels, scores),
@@ -65,8 +66,8 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray, temperature: floa
 
 def save_best(path, network, mean, std, logits, labels, record: dict, run: dict) -> dict:
     """Calibrate on the validation split and write model.pt; returns the best-epoch summary."""
-    temperature = fit_temperature(logits, labels) if len(labels) else 1.0
-    metrics = {**validation_metrics(logits, labels, temperature), "temperature": temperature,
+    temperature, bias = fit_calibration(logits, labels) if len(labels) else (1.0, 0.0)
+    metrics = {**validation_metrics(logits, labels, temperature, bias), "temperature": temperature, "bias": bias,
                "epoch": record["epoch"] + 1, "val_loss": record["val_loss"],
                "val_auc_no_metadata": record.get("val_auc_no_metadata"),
                "n_train": int((np.asarray(run["data"].split) == 0).sum())}
@@ -79,7 +80,7 @@ def save_best(path, network, mean, std, logits, labels, record: dict, run: dict)
                                           for s in data.info.get("provenance", {}).get("sources", [])]}}
     ranker = Ranker(network=network, feature_set=data.info["feature_set"], feature_names=data.feature_names,
                     feature_mean=np.asarray(mean, np.float32), feature_std=np.asarray(std, np.float32),
-                    image_kind=run["image_kind"], output="logit", temperature=temperature, metrics=metrics,
+                    image_kind=run["image_kind"], output="logit", temperature=temperature, bias=bias, metrics=metrics,
                     provenance=provenance)
     save_checkpoint(path, ranker)
     return {**best_record(record), "temperature": temperature, **{k: metrics.get(k) for k in
