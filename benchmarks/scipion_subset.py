@@ -119,16 +119,20 @@ def check_same(a_classes, a_parts, b_classes, b_parts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--particles", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--keep", type=float, default=0.5, help="fraction of classes kept")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="classranker_bench_") as folder:
         scipion_env.configure(os.path.join(folder, "scipion"))
+        import logging
+
         import pyworkflow as pw
 
         pw.Config.getDomain().getPlugins()
+        logging.getLogger("pwem.objects.data").setLevel(logging.ERROR)  # "direct pointer" notes
         t0 = time.perf_counter()
         parts, classes = build_input(folder, args.particles, args.classes)
         print(f"input: {args.particles} particles in {classes.getSize()} classes, "

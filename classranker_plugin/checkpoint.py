@@ -159,7 +159,8 @@ def read_checkpoint(path) -> dict:
                          fix="give an existing .pt file with --model, or omit --model to use the bundled model")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            IndexError, KeyError, TypeError, AttributeError) as error:  # torch's errors on garbage vary
         raise InputError(f"cannot read this model checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})",
                          path, fix="the file is corrupt, truncated or not a ClassRanker/RELION checkpoint; "
                                    "re-copy it or retrain") from None

@@ -32,7 +32,13 @@ def remove_outputs(protocol, names):
     """Delete outputs (objects and files) left by an earlier run of the step."""
     for name in names:
         if protocol.hasAttribute(name):
-            protocol.deleteOutput(getattr(protocol, name))
+            output = getattr(protocol, name)
+            path = output.getFileName() if hasattr(output, "getFileName") else None
+            if hasattr(output, "close"):
+                output.close()
+            protocol.deleteOutput(output)
+            if path and os.path.exists(path):
+                os.remove(path)
 
 
 def define_selection_outputs(protocol, in_classes, scores_file, cutoff, min_classes=0,

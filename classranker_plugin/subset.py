@@ -65,8 +65,10 @@ class _Source:
     @staticmethod
     def compatible(db, src_prefix, dst_prefix):
         """Same column mapping and same columns in the input and output tables."""
-        return (_mapping(db, f"{_SRC}.{src_prefix}Classes") == _mapping(db, f"main.{dst_prefix}Classes")
-                and _columns(db, _SRC, f"{src_prefix}Objects") == _columns(db, "main", f"{dst_prefix}Objects"))
+        same_mapping = (_mapping(db, f"{_SRC}.{src_prefix}Classes")
+                        == _mapping(db, f"main.{dst_prefix}Classes"))
+        return same_mapping and (_columns(db, _SRC, f"{src_prefix}Objects")
+                                 == _columns(db, "main", f"{dst_prefix}Objects"))
 
     @staticmethod
     def copy_rows(db, src_prefixes, dst_prefix, skip_ids):
@@ -134,11 +136,10 @@ def subset_classes(in_classes, out_classes, keep_ids, update_class=None, fast=Tr
 def subset_particles(out_classes, out_particles, fast=True):
     """Fill ``out_particles`` with the (enabled) particles of the classes in ``out_classes``."""
     class_ids = [c.getObjId() for c in out_classes.iterItems(orderBy="id") if c.getSize() > 0]
-    firsts = [(cid, out_classes[cid].getFirstItem()) for cid in class_ids[:1]]
-    if not firsts:
+    if not class_ids:
         out_particles.write()
         return 0
-    first = firsts[0][1].clone()
+    first = out_classes[class_ids[0]].getFirstItem().clone()
     out_particles.append(first)
     db = out_particles._getMapper().db
     prefixes = [_class_prefix(cid) for cid in class_ids]
@@ -168,12 +169,13 @@ def create_subset_outputs(protocol, in_classes, keep_ids, update_class, particle
     particles = protocol._createSetOfParticles(suffix=suffix)
     if in_parts is not None:
         particles.copyInfo(in_parts)
-    first_cls = next((c for c in in_classes.iterItems(orderBy="id") if c.getSize() > 0), None)
-    if first_cls is not None:
-        if in_parts is None:
-            particles.copyInfo(first_cls)
-        if first_cls.getAlignment() != ALIGN_NONE:
-            particles.setAlignment(first_cls.getAlignment())
+    for cls in in_classes.iterItems(orderBy="id"):  # the classified particles' alignment
+        if cls.getSize() > 0:
+            if in_parts is None:
+                particles.copyInfo(cls)
+            if cls.getAlignment() != ALIGN_NONE:
+                particles.setAlignment(cls.getAlignment())
+            break
     classes = protocol._createSetOfClasses2D(Pointer(protocol, extended=particles_name), suffix=suffix)
     subset_classes(in_classes, classes, keep_ids, update_class, fast=fast)
     subset_particles(classes, particles, fast=fast)

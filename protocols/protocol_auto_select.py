@@ -46,6 +46,11 @@ class ProtClassRankerAutoSelect2D(Prot2D):
                       important=True, label="2D classes",
                       help="The result of a 2D classification (RELION, cryoSPARC, Xmipp...). "
                            "The classes must have their average images.")
+        form.addParam("particleDiameter", params.FloatParam, default=0.0,
+                      label="Mask diameter (Å)",
+                      help="The circular mask diameter used in the 2D classification. Leave 0 to "
+                           "take it from the input when it is known (RELION imports); if it is "
+                           "not known, ClassRanker scores without it.")
         form.addParam("modelSource", params.EnumParam, default=MODEL_BUNDLED,
                       choices=["bundled model", "checkpoint file", "trained in this project"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Model",
@@ -58,7 +63,6 @@ class ProtClassRankerAutoSelect2D(Prot2D):
         form.addParam("inputModel", params.PointerParam, pointerClass="ClassRankerModel",
                       allowsNull=True, condition="modelSource == %d" % MODEL_PROTOCOL,
                       label="Trained model", help="The model output of a ClassRanker training run.")
-        form.addSection(label="Selection")
         form.addParam("cutoff", params.FloatParam, default=0.5, label="Score cutoff (0-1)",
                       help="Classes scoring at least this are kept. 0.5 is balanced; raise it "
                            "(0.6-0.7) for a cleaner but smaller set, lower it (0.3-0.4) to lose "
@@ -88,12 +92,13 @@ class ProtClassRankerAutoSelect2D(Prot2D):
     def _insertAllSteps(self):
         # The arguments make "continue" redo only what changed: the scores when the input or the
         # model changed, the outputs when only the selection parameters changed.
-        self._insertFunctionStep(self.scoreStep, self.inputClasses.getUniqueId(), self._modelPath())
+        self._insertFunctionStep(self.scoreStep, self.inputClasses.getUniqueId(), self._modelPath(),
+                                 self.particleDiameter.get())
         self._insertFunctionStep(self.createOutputStep, self.cutoff.get(), self.minClasses.get(),
                                  self.minParticles.get(), self.writeRejected.get())
 
     # --------------------------- STEPS functions -----------------------------
-    def scoreStep(self, inputId, modelPath):
+    def scoreStep(self, inputId, modelPath, diameter):
         import torch
 
         from classranker_plugin.checkpoint import load_model
@@ -104,12 +109,13 @@ class ProtClassRankerAutoSelect2D(Prot2D):
         if os.path.exists(scoresFile):
             os.remove(scoresFile)
         torch.set_num_threads(max(1, self.numberOfThreads.get()))
-        classset, ids = classes_to_classset(self.inputClasses.get())
+        classset, ids = classes_to_classset(self.inputClasses.get(), diameter=diameter)
         device = self._device()
-        ranker = load_model(modelPath or None, device=device)
+        ranker = self._loadModel(load_model, modelPath, device)
         result = score_classes(classset, ranker, device=device, batch_size=self.batchSize.get())
         write_scores(scoresFile, ids, result, classset.stat("particle_count"))
         info = {"model": result.model or modelPath, "device": device,
+                "particle_diameter": classset.particle_diameter,
                 "inputs_used": result.inputs_used, "timings_s": result.timings}
         with open(self._getExtraPath(SCORING_FILE), "w") as handle:
             json.dump(info, handle, indent=2, default=str)
@@ -136,6 +142,8 @@ class ProtClassRankerAutoSelect2D(Prot2D):
         if scoring:
             lines.append("Model: %s" % os.path.basename(str(scoring["model"])))
             lines.append("Inputs used: %s" % ", ".join(scoring["inputs_used"]))
+            diameter = scoring.get("particle_diameter")
+            lines.append("Mask diameter: %s" % ("%g Å" % diameter if diameter else "unknown"))
         return lines
 
     def _methods(self):
@@ -158,6 +166,8 @@ class ProtClassRankerAutoSelect2D(Prot2D):
                           "give e.g. 0.5." % self.cutoff.get())
         if self.minClasses.get() < 0 or self.minParticles.get() < 0:
             errors.append("The minimum numbers of classes and particles must be 0 or more.")
+        if self.particleDiameter.get() < 0:
+            errors.append("The mask diameter must be positive (or 0 to read it from the input).")
         if self.batchSize.get() < 1:
             errors.append("The batch size must be at least 1.")
         path = self._modelPath()
@@ -190,6 +200,20 @@ class ProtClassRankerAutoSelect2D(Prot2D):
             model = self.inputModel.get()
             return model.getPath() if model is not None and model.getPath() else ""
         return ""
+
+    @staticmethod
+    def _loadModel(load_model, modelPath, device):
+        """load_model, with any failure reported as an error naming the checkpoint file."""
+        from classranker_plugin.errors import InputError
+
+        try:
+            return load_model(modelPath or None, device=device)
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError("cannot load this model checkpoint (%s: %s)" % (type(error).__name__, error),
+                             modelPath or Plugin.getModelPath(),
+                             fix="give a .pt file written by 'classranker train'") from error
 
     def _device(self):
         device = Plugin.getDevice()

@@ -10,7 +10,7 @@ from pyworkflow.object import Float, Pointer
 from pwem.objects import Particle, SetOfAverages, SetOfClasses2D, SetOfParticles
 from pwem.protocols import ProtImport
 
-from classranker_plugin.convert import STAT_ATTRS, particle_from_row
+from classranker_plugin.convert import DIAMETER_ATTR, STAT_ATTRS, particle_from_row
 
 
 class outputs(Enum):
@@ -95,6 +95,8 @@ class ProtClassRankerImportClasses2D(ProtImport):
 
         classes = self._createSetOfClasses2D(Pointer(self, extended=outputs.outputParticles.name))
         classes.classifyItems(updateClassCallback=self._updateClass)
+        if classset.particle_diameter:
+            setattr(classes, DIAMETER_ATTR, Float(classset.particle_diameter))
         self._defineOutputs(**{outputs.outputClasses.name: classes})
         self._defineSourceRelation(parts, classes)
 

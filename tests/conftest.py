@@ -15,3 +15,39 @@ def tutorial_dir():
     if not TUTORIAL.is_dir():
         pytest.skip(f"real RELION tutorial data not found at {TUTORIAL} (a fresh clone has no ../shared)")
     return TUTORIAL
+
+
+# ----------------------------------------------------------------- Scipion (tests/test_scipion_*.py)
+@pytest.fixture(scope="session")
+def scipion_domain(tmp_path_factory):
+    """A hermetic Scipion environment (everything under a pytest temp dir), plugins discovered.
+
+    Skips when scipion-pyworkflow / scipion-em are not installed. pyworkflow must not be imported
+    before this fixture runs (it reads its configuration once, at import).
+    """
+    import scipion_env
+
+    if scipion_env.SCIPION_MISSING:
+        pytest.skip(scipion_env.SCIPION_MISSING)
+    scipion_env.configure(tmp_path_factory.mktemp("scipion"))
+    import pyworkflow as pw
+
+    domain = pw.Config.getDomain()
+    domain.getPlugins()
+    return domain
+
+
+@pytest.fixture(scope="module")
+def scipion_project(scipion_domain, request):
+    """A fresh Scipion project per test module; the working directory is the project's meanwhile."""
+    from pyworkflow.project import Manager
+
+    name = "test_" + request.module.__name__.split(".")[-1]
+    manager = Manager()
+    if manager.hasProject(name):
+        manager.deleteProject(name)
+    project = manager.createProject(name)
+    cwd = os.getcwd()
+    os.chdir(project.getPath())
+    yield project
+    os.chdir(cwd)

@@ -1,4 +1,4 @@
-"""A hermetic Scipion environment for tests, benchmarks and screenshots.
+"""A hermetic Scipion environment for tests, benchmarks and screenshots (and a test model).
 
 pyworkflow reads its configuration from ``os.environ`` once, when it is first imported, so
 :func:`configure` must run before ``import pyworkflow``. Everything (projects, config, test data)
@@ -41,3 +41,27 @@ def configure(base) -> dict:
         import pyworkflow.protocol as pwprot  # first import: reads the variables just set
         pwprot.HostConfig.writeBasic(str(hosts))
     return variables
+
+
+def write_untrained_checkpoint(path, classset, seed=0):
+    """A real checkpoint with random weights, centred and scaled on ``classset`` so that its
+    scores spread over (0, 1): deterministic, independent of the bundled model."""
+    import numpy as np
+    import torch
+
+    from classranker_plugin.checkpoint import Ranker, save_checkpoint
+    from classranker_plugin.features import FEATURE_SETS, compute_features
+    from classranker_plugin.model import ClassRankerNet
+    from classranker_plugin.preprocess import model_images
+
+    names = list(FEATURE_SETS["classranker"][1])
+    torch.manual_seed(seed)
+    features = compute_features(classset, "classranker").values
+    ranker = Ranker(network=ClassRankerNet(len(names)), feature_set="classranker",
+                    feature_names=names, feature_mean=features.mean(0),
+                    feature_std=features.std(0) + 1e-3)
+    logits = ranker.logits(model_images(classset, size=ranker.image_size), features)
+    with torch.no_grad():
+        ranker.network.head[-1].bias -= float(np.median(logits))
+    ranker.temperature = float(np.std(logits)) / 2 + 1e-6
+    return str(save_checkpoint(path, ranker))

@@ -15,15 +15,17 @@ from ..errors import InputError
 from ..simulation import JUNK_KINDS
 from ..simulation.metadata import METADATA_MODES
 from ..simulation.procedural import simulate_job_summary
+from ..simulation.relion_engine import add_relion_args, run_relion
 
-ENGINES = ["procedural"]
+ENGINES = ["procedural", "relion"]
 BOX_FACTORS = (0.75, 1.0, 1.25, 1.5)
 
 
 def add_args(parser):
     parser.add_argument("--o", "--output", dest="output", required=True, help="output directory")
     parser.add_argument("--engine", default="procedural", choices=ENGINES,
-                        help="how classes are made: procedural (fast, no RELION needed)")
+                        help="how classes are made: procedural (fast, no RELION needed) or relion (genuine "
+                             "relion_refine Class2D of projected maps plus junk particles; needs RELION)")
     parser.add_argument("--classes", type=int, default=50, help="number of classes (K)")
     parser.add_argument("--box", type=int, default=64, help="box size, pixels (even)")
     parser.add_argument("--apix", type=float, default=3.5, help="pixel size, A")
@@ -42,6 +44,7 @@ def add_args(parser):
                         help="number of jobs; with more than one, write --o/job001... with varied box, "
                              "pixel size and K")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    add_relion_args(parser)
 
 
 def job_settings(args) -> list:
@@ -70,6 +73,8 @@ def job_settings(args) -> list:
 
 
 def main(args) -> int:
+    if args.engine == "relion":
+        return run_relion(args)
     if args.engine != "procedural":
         raise InputError(f"engine {args.engine!r} is not available in this build", fix="use --engine procedural")
     for folder, kwargs in job_settings(args):

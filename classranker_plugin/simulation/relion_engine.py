@@ -4,7 +4,8 @@
 1. brings every map to the job's box and pixel size (Fourier crop, :mod:`.relion_maps`) or generates
    a protein-like density, and writes it to ``maps/``;
 2. writes an orientation + CTF STAR per map (RELION 3.1: optics + particles) and runs
-   ``relion_project --ctf --add_noise --white_noise sigma`` (sigma from the SNR) for the good particles;
+   ``relion_project --ctf --add_noise --white_noise sigma`` for the good particles, sigma from the SNR
+   of the imaged signal (:func:`noise_for_snr`); optionally with preferred orientations;
 3. adds junk particles made by our own code (:mod:`.relion_junk`) in ``Particles/junk.mrcs``;
 4. writes ``particles.star`` (shuffled, no orientations or offsets: Class2D starts from scratch) and
    ``particle_truth.csv`` (image name -> origin, family, good & centred);
@@ -30,11 +31,11 @@ import pandas as pd
 import starfile
 
 from ..errors import InputError
-from .density import LAYOUTS, random_views
+from .density import LAYOUTS, euler_matrices, random_views
 from .junk import JUNK_KINDS
-from .relion_junk import DEFAULT_RELION_JUNK, junk_particles
+from .relion_junk import DEFAULT_RELION_JUNK, apply_ctf, junk_particles, relion_ctf
 from .relion_labels import TRAINING_STAR, class_composition, write_training_star, write_truth
-from .relion_maps import JobMap, generated_map, load_map, write_map
+from .relion_maps import JobMap, generated_map, load_map, project_map, write_map
 from .relion_programs import find_program, progress, run_program
 
 DONE_FILE = "simulation.json"
@@ -100,8 +101,23 @@ def ctf_columns(rng: np.random.Generator, n: int) -> pd.DataFrame:
                          "rlnDefocusAngle": rng.uniform(-180, 180, n)})
 
 
-def orientation_table(rng: np.random.Generator, n: int, pixel_size: float) -> pd.DataFrame:
+def draw_views(rng: np.random.Generator, n: int, preferred_views: int = 0, preferred_fraction: float = 0.7,
+               spread_deg: float = 8.0) -> tuple:
+    """(rot, tilt) in degrees: uniform, or with ``preferred_fraction`` of the particles lying near one of
+    ``preferred_views`` random directions (Gaussian spread ``spread_deg``), as on a grid with preferred
+    orientation: fewer distinct views, so small Class2D jobs give clean class averages."""
     rot, tilt = random_views(rng, n)
+    if preferred_views > 0:
+        centre_rot, centre_tilt = random_views(rng, preferred_views)
+        chosen = rng.random(n) < preferred_fraction
+        which = rng.integers(preferred_views, size=int(chosen.sum()))
+        rot[chosen] = centre_rot[which] + rng.normal(0, spread_deg, len(which))
+        tilt[chosen] = np.clip(centre_tilt[which] + rng.normal(0, spread_deg, len(which)), 0, 180)
+    return rot, tilt
+
+
+def orientation_table(rng: np.random.Generator, n: int, pixel_size: float, preferred_views: int = 0) -> pd.DataFrame:
+    rot, tilt = draw_views(rng, n, preferred_views)
     shifts = np.clip(rng.normal(0, PICK_JITTER_PX, (n, 2)), -3, 3) * pixel_size
     table = pd.DataFrame({"rlnAngleRot": rot, "rlnAngleTilt": tilt, "rlnAnglePsi": rng.uniform(-180, 180, n),
                           "rlnOriginXAngst": shifts[:, 0], "rlnOriginYAngst": shifts[:, 1]})
@@ -124,6 +140,25 @@ def split_counts(rng: np.random.Generator, total: int, n: int) -> np.ndarray:
     counts = np.floor(weights * total).astype(int)
     counts[: total - counts.sum()] += 1
     return counts
+
+
+def noise_for_snr(rng: np.random.Generator, maps: list, box: int, pixel_size: float, snr: float, ctf: bool,
+                  n_views: int = 24) -> float:
+    """White-noise sigma giving ``snr`` = variance of the imaged signal (projection, CTF applied when
+    ``ctf``) inside the particle circle / noise variance. The CTF removes most low-frequency power, so
+    the SNR is defined on what the detector sees, with or without CTF."""
+    rot, tilt = random_views(rng, n_views)
+    psi = rng.uniform(-180, 180, n_views)
+    which = rng.integers(len(maps), size=n_views)
+    images = np.stack([project_map(maps[w].volume, m) for w, m in zip(which, euler_matrices(rot, tilt, psi))])
+    if ctf:
+        table = ctf_columns(rng, n_views)
+        images = apply_ctf(images, relion_ctf(box, pixel_size, table["rlnDefocusU"], table["rlnDefocusV"],
+                                              table["rlnDefocusAngle"]))
+    radius = 0.5 * np.mean([m.diameter for m in maps]) / pixel_size
+    y, x = np.mgrid[:box, :box] - box // 2
+    inside = np.hypot(x, y) <= radius
+    return float(np.sqrt(images[:, inside].var() / snr))
 
 
 def write_stack(path: Path, images: np.ndarray, pixel_size: float) -> None:
@@ -149,7 +184,7 @@ def simulate_relion_job(outdir, maps: Sequence = ("generated", "generated"), n_p
                         junk_fraction: float = 0.3, junk_kinds: Optional[Sequence[str]] = None, box: int = 64,
                         pixel_size: float = 5.5, snr: float = 0.05, K: int = 10, iterations: int = 10,
                         ctf: bool = True, seed: int = 0, threads: int = 1, overwrite: bool = False,
-                        extra_parameters: Optional[dict] = None) -> RelionJobSummary:
+                        preferred_views: int = 0, extra_parameters: Optional[dict] = None) -> RelionJobSummary:
     """Write a genuine RELION Class2D job with a truth.csv labelling every class (see module docstring)."""
     junk_kinds = list(junk_kinds or DEFAULT_RELION_JUNK)
     _check(n_particles, junk_fraction, junk_kinds, box, snr, K, iterations)
@@ -165,7 +200,7 @@ def simulate_relion_job(outdir, maps: Sequence = ("generated", "generated"), n_p
     parameters = dict(maps=[str(m) if not isinstance(m, JobMap) else m.name for m in maps],
                       n_particles=n_particles, junk_fraction=junk_fraction, junk_kinds=junk_kinds, box=box,
                       pixel_size=pixel_size, snr=snr, K=K, iterations=iterations, ctf=ctf, seed=seed,
-                      threads=threads, **(extra_parameters or {}))
+                      threads=threads, preferred_views=preferred_views, **(extra_parameters or {}))
     seconds = {}
     start = time.time()
 
@@ -174,7 +209,7 @@ def simulate_relion_job(outdir, maps: Sequence = ("generated", "generated"), n_p
     for m in job_maps:  # all maps share the job's grid
         m.pixel_size = actual_pixel
     diameter = user_particle_diameter(job_maps, box, actual_pixel)
-    noise_sigma = float(1.0 / np.sqrt(snr))
+    noise_sigma = noise_for_snr(_rng(seed, 4), job_maps, box, actual_pixel, snr, ctf)
     n_junk = int(round(n_particles * junk_fraction))
     n_good = n_particles - n_junk
     progress(f"{outdir.name}: {len(job_maps)} map(s), {n_good} good + {n_junk} junk particles, box {box}, "
@@ -186,15 +221,16 @@ def simulate_relion_job(outdir, maps: Sequence = ("generated", "generated"), n_p
         map_path = write_map(outdir / "maps" / f"map{index:02d}.mrc", job_map)
         ang_path = outdir / "Particles" / f"good{index:02d}_orientations.star"
         starfile.write({"optics": optics_table(box, actual_pixel),
-                        "particles": orientation_table(rng, int(count), actual_pixel)}, ang_path, overwrite=True)
+                        "particles": orientation_table(rng, int(count), actual_pixel, preferred_views)},
+                       ang_path, overwrite=True)
         root = f"Particles/good{index:02d}"
         command = ["relion_project", "--i", map_path.relative_to(outdir), "--o", root,
                    "--ang", ang_path.relative_to(outdir), "--angpix", f"{actual_pixel:.6f}",
                    "--add_noise", "--white_noise", f"{noise_sigma:.6f}"]
         if ctf:
             command.append("--ctf")
-        seconds["project"] = seconds.get("project", 0.0) + run_program(command, outdir / "logs" / f"project{index:02d}.log",
-                                                                       cwd=outdir)
+        log_path = outdir / "logs" / f"project{index:02d}.log"
+        seconds["project"] = seconds.get("project", 0.0) + run_program(command, log_path, cwd=outdir)
         projected = starfile.read(outdir / f"{root}.star", always_dict=True)["particles"]
         good_tables.append(projected)
         truth_rows.append(pd.DataFrame({"rlnImageName": projected["rlnImageName"], "origin": job_map.name,
@@ -270,28 +306,31 @@ def is_finished(outdir) -> bool:
 # ---------------------------------------------------------------- command line (classranker simulate --engine relion)
 
 def add_relion_args(parser) -> None:
-    """Options of ``classranker simulate --engine relion``."""
-    group = parser.add_argument_group("RELION engine (--engine relion)")
+    """Options only the RELION engine uses (``classranker simulate --engine relion``); it also reads --o,
+    --classes (K), --box, --apix, --particles, --junk-fraction (of particles), --junk-kinds, --jobs, --seed."""
+    group = parser.add_argument_group("RELION engine (--engine relion: runs relion_project and relion_refine; "
+                                      "keep it small, e.g. --particles 600 --classes 10 --box 64 --apix 5.5)")
     group.add_argument("--map", dest="maps", action="append", default=None,
                        help="MRC map of a good particle (repeat); 'generated' or 'generated:LAYOUT' for a "
                             "procedural density; default: two generated densities")
-    group.add_argument("--K", type=int, default=10, help="number of classes")
-    group.add_argument("--iterations", "--iter", dest="iterations", type=int, default=10, help="Class2D iterations")
-    group.add_argument("--snr", type=float, default=0.05, help="signal-to-noise ratio of the particles")
+    group.add_argument("--iterations", type=int, default=10, help="Class2D iterations")
+    group.add_argument("--snr", type=float, default=0.1,
+                       help="signal-to-noise ratio of the particle images (variance of the CTF-modulated signal "
+                            "inside the particle circle over the noise variance)")
     group.add_argument("--no-ctf", dest="ctf", action="store_false", help="no CTF (and Class2D without --ctf)")
-    group.add_argument("--threads", "--j", dest="threads", type=int, default=1, help="relion_refine --j")
-    group.add_argument("--relion-junk-kinds", default=",".join(DEFAULT_RELION_JUNK),
-                       help="comma-separated junk kinds of junk particles")
+    group.add_argument("--threads", type=int, default=1, help="relion_refine --j")
 
 
 def run_relion(args) -> int:
-    """Run the RELION engine from parsed arguments (outdir, n_particles, junk_fraction, box, pixel_size, seed)."""
-    summary = simulate_relion_job(
-        args.outdir, maps=args.maps or ["generated", "generated"], n_particles=getattr(args, "n_particles", 600),
-        junk_fraction=getattr(args, "junk_fraction", 0.3),
-        junk_kinds=[k for k in args.relion_junk_kinds.split(",") if k], box=getattr(args, "box", 64),
-        pixel_size=getattr(args, "pixel_size", 5.5) or 5.5, snr=args.snr, K=args.K, iterations=args.iterations,
-        ctf=args.ctf, seed=getattr(args, "seed", 0), threads=args.threads, overwrite=getattr(args, "overwrite", False))
-    print(f"{summary.outdir}: {summary.n_classes} classes ({summary.n_good_classes} good) from "
-          f"{summary.n_particles} particles; labels in truth.csv")
+    """``classranker simulate --engine relion``: one job in --o, or --jobs N in --o/job001... (seeds seed+i)."""
+    kinds = [k.strip() for k in args.junk_kinds.split(",") if k.strip()]
+    output = Path(args.output)
+    folders = [output] if args.jobs == 1 else [output / f"job{i + 1:03d}" for i in range(args.jobs)]
+    for i, folder in enumerate(folders):
+        summary = simulate_relion_job(folder, maps=args.maps or ["generated", "generated"], n_particles=args.particles,
+                                      junk_fraction=args.junk_fraction, junk_kinds=kinds, box=args.box,
+                                      pixel_size=args.apix, snr=args.snr, K=args.classes, iterations=args.iterations,
+                                      ctf=args.ctf, seed=args.seed + i, threads=args.threads)
+        print(f"{summary.outdir}: {summary.n_classes} classes ({summary.n_good_classes} good) from "
+              f"{summary.n_particles} particles ({summary.n_junk} junk); labels in truth.csv", flush=True)
     return 0

@@ -80,6 +80,7 @@ class ClassRankerViewer(ProtocolViewer):
                                   objLabel="ClassRanker cutoff %g" % cutoff)
         run.inputProtocol.set(self.protocol)
         project.launchProtocol(run)
+        self.changeCutoffRun = run
         return [MessageView("Launched '%s': it keeps the classes scoring at least %g."
                             % (run.getRunName(), cutoff), title="ClassRanker", tkParent=self.getTkRoot())]
 
