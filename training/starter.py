@@ -91,7 +91,7 @@ def summary_table(results: dict) -> pd.DataFrame:
     rows = []
     for name, summary in results.items():
         metrics, margin = summary["model_metrics"], summary["margin_over_best_baseline"] or {}
-        rows.append({"test set": name, "classes": metrics.get("n", None),
+        rows.append({"test set": name,
                      "model ROC-AUC": metrics["roc_auc"], "model MCC@0.5": metrics["at_cutoff"]["mcc"],
                      "model best MCC": (metrics.get("at_best_mcc") or {}).get("mcc"),
                      "best baseline": margin.get("best_baseline"),
