@@ -20,3 +20,12 @@ if (os.path.isfile(os.path.join(_checkout, "training", "__init__.py"))
 
 if "pyworkflow" in sys.modules:  # Scipion is discovering plugins: expose the Plugin class
     from .plugin import Plugin  # noqa: F401
+
+
+def __getattr__(name):
+    """``classranker_plugin.Plugin`` also works when the core was imported before pyworkflow."""
+    if name == "Plugin":
+        from .plugin import Plugin as plugin_class
+        globals()["Plugin"] = plugin_class
+        return plugin_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
