@@ -133,7 +133,7 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
                 write_particles(tmp / "particles_rejected.star", classset, classset.class_numbers[~keep])
         if plots:
             from .report import write_report_plots
-            write_report_plots(tmp, classset, result.scores, keep, cutoff, result.explanations,
+            write_report_plots(tmp, classset, result.scores, keep, cutoff,
                                saliency_maps=saliency_maps, saliency_images=saliency_images)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

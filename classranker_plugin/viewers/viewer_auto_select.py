@@ -10,7 +10,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER, MessageView, ProtocolViewer, Text
 from classranker_plugin.convert import classes_to_classset, read_scores
 from classranker_plugin.outputs import read_selection, select_from_scores
 from classranker_plugin.protocols import ProtClassRankerAutoSelect2D, ProtClassRankerChangeCutoff
-from classranker_plugin.viewers.plots import draw_gallery, draw_histogram, gallery_shape
+from classranker_plugin.report import draw_gallery, draw_histogram, gallery_shape
 
 
 class ClassRankerViewer(ProtocolViewer):

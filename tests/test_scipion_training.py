@@ -1,0 +1,99 @@
+"""The training protocol on a real Scipion project: a simulated RELION job is imported, the good
+classes (truth.csv) are "kept by hand" with pwem's ProtUserSubSet, a model is trained for 2 epochs
+on the CPU and used by auto-select ("trained in this project"). Skipped without Scipion."""
+import os
+
+import pandas as pd
+import pytest
+
+from scipion_env import SCIPION_MISSING
+
+pytestmark = pytest.mark.skipif(SCIPION_MISSING is not None, reason=str(SCIPION_MISSING))
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    from classranker_plugin.simulation import simulate_job
+
+    folder = simulate_job(tmp_path_factory.mktemp("relion") / "Class2D" / "job011", n_classes=16,
+                          box=32, pixel_size=4.0, n_particles=320, write_particle_images=False, seed=5)
+    return folder / "run_it025_model.star"
+
+
+def launch(project, prot, expect="finished"):
+    project.launchProtocol(prot, wait=True)
+    if prot.getStatus() != expect:
+        logs = "".join(open(p).read()[-3000:] for p in prot.getLogPaths()[:2] if os.path.exists(p))
+        pytest.fail(f"{prot.getRunName()} is {prot.getStatus()}: {prot.getErrorMessage()}\n{logs}")
+    return prot
+
+
+def new(domain, project, name, **kwargs):
+    return project.newProtocol(domain.getProtocols()[name], **kwargs)
+
+
+def manual_subset(domain, project, imported, keep_ids, tmp_path):
+    """A subset of classes as the GUI makes it: ProtUserSubSet with a text file of selected ids."""
+    selection = tmp_path / "selection.txt"
+    selection.write_text(" ".join(str(i) for i in sorted(keep_ids)))
+    prot = new(domain, project, "ProtUserSubSet", sqliteFile=f"{selection},",
+               outputClassName="SetOfClasses2D")
+    prot.inputObject.set(imported)
+    prot.inputObject.setExtended("outputClasses")
+    return launch(project, prot)
+
+
+def train_protocol(domain, project, imported, subset, **kwargs):
+    prot = new(domain, project, "ProtClassRankerTrain", epochs=2, batchSize=8, useGpu=False, **kwargs)
+    prot.inputClasses.append(imported)
+    prot.inputClasses[0].setExtended("outputClasses")
+    prot.keptClasses.append(subset)
+    prot.keptClasses[0].setExtended("outputClasses2D")
+    return prot
+
+
+def test_train_then_auto_select_with_the_trained_model(scipion_domain, scipion_project, job, tmp_path):
+    from classranker_plugin.checkpoint import load_model
+
+    domain, project = scipion_domain, scipion_project
+    imported = launch(project, new(domain, project, "ProtClassRankerImportClasses2D", starFile=str(job)))
+    truth = pd.read_csv(job.parent / "truth.csv")
+    present = {c.getObjId() for c in imported.outputClasses}
+    good = set(truth.loc[truth["label"] == 1, "class_number"]) & present
+    assert 0 < len(good) < len(present)
+    subset = manual_subset(domain, project, imported, good, tmp_path)
+    assert {c.getObjId() for c in subset.outputClasses2D} == good
+
+    # validation: a "kept" set that is the whole input has no junk examples
+    bad = train_protocol(domain, project, imported, subset)
+    bad.keptClasses.clear()
+    bad.keptClasses.append(imported)
+    bad.keptClasses[0].setExtended("outputClasses")
+    assert any("some, but not all" in e for e in bad.validate())
+
+    prot = train_protocol(domain, project, imported, subset, initModel=0)
+    assert prot.validate() == []
+    launch(project, prot)
+    model = prot.outputModel
+    assert model.exists() and model.getPath().endswith(os.path.join("training", "model.pt"))
+    ranker = load_model(model.getPath(), device="cpu")
+    assert ranker.metrics.get("n_valid", 0) > 0
+    assert any("validation AUC" in line for line in prot.summary())
+
+    select = new(domain, project, "ProtClassRankerAutoSelect2D", modelSource=2, cutoff=0.0,
+                 useGpu=False)
+    select.inputClasses.set(imported)
+    select.inputClasses.setExtended("outputClasses")
+    select.inputModel.set(prot)
+    select.inputModel.setExtended("outputModel")
+    assert select.validate() == []
+    launch(project, select)
+    assert {c.getObjId() for c in select.outputClasses} == present  # cutoff 0 keeps every class
+
+    # "continue" fine-tuning the bundled model instead: dataset rebuilt, trained again, same output
+    prot.initModel.set(1)
+    prot.freezeCnn.set(True)
+    launch(project, prot)
+    ranker = load_model(prot.outputModel.getPath(), device="cpu")
+    assert ranker.metrics["epoch"] >= 1
+    assert [name for name, _ in prot.iterOutputAttributes()] == ["outputModel"]
