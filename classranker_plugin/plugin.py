@@ -45,6 +45,20 @@ class Plugin(pwem.Plugin):
     def getDevice(cls):
         return cls.getVar(CLASSRANKER_DEVICE) or "auto"
 
+    @classmethod
+    def torchDevice(cls, protocol, task="scoring"):
+        """The torch device for a protocol: $CLASSRANKER_DEVICE when set, else its GPU switch/list."""
+        device = cls.getDevice()
+        if device != "auto":  # set by the site: it wins
+            return device
+        if protocol.useGpu.get():
+            import torch
+
+            if torch.cuda.is_available():
+                return "cuda:%d" % (protocol.getGpuList() or [0])[0]
+            protocol.warning("No CUDA GPU visible to torch: %s on the CPU." % task)
+        return "cpu"
+
     # The class lives in classranker_plugin.plugin, not in the package __init__ as pyworkflow assumes
     # (it reads __module__): name and folder are those of the package.
     def getName(self):

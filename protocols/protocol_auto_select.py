@@ -216,16 +216,7 @@ class ProtClassRankerAutoSelect2D(Prot2D):
                              fix="give a .pt file written by 'classranker train'") from error
 
     def _device(self):
-        device = Plugin.getDevice()
-        if device != "auto":  # CLASSRANKER_DEVICE set by the site: it wins
-            return device
-        if self.useGpu.get():
-            import torch
-
-            if torch.cuda.is_available():
-                return "cuda:%d" % (self.getGpuList() or [0])[0]
-            self.warning("No CUDA GPU visible to torch: scoring on the CPU.")
-        return "cpu"
+        return Plugin.torchDevice(self, "scoring")
 
     def _readScoring(self):
         path = self._getExtraPath(SCORING_FILE)

@@ -179,13 +179,4 @@ class ProtClassRankerTrain(Prot2D):
         return ""
 
     def _device(self):
-        device = Plugin.getDevice()
-        if device != "auto":  # CLASSRANKER_DEVICE set by the site: it wins
-            return device
-        if self.useGpu.get():
-            import torch
-
-            if torch.cuda.is_available():
-                return "cuda:%d" % (self.getGpuList() or [0])[0]
-            self.warning("No CUDA GPU visible to torch: training on the CPU.")
-        return "cpu"
+        return Plugin.torchDevice(self, "training")

@@ -65,3 +65,18 @@ def write_untrained_checkpoint(path, classset, seed=0):
         ranker.network.head[-1].bias -= float(np.median(logits))
     ranker.temperature = float(np.std(logits)) / 2 + 1e-6
     return str(save_checkpoint(path, ranker))
+
+
+def launch(project, prot, expect="finished"):
+    """Run ``prot`` in ``project`` and fail with its log when it does not end as ``expect``."""
+    import pytest
+    project.launchProtocol(prot, wait=True)
+    if prot.getStatus() != expect:
+        logs = "".join(open(p).read()[-3000:] for p in prot.getLogPaths()[:2] if os.path.exists(p))
+        pytest.fail(f"{prot.getRunName()} is {prot.getStatus()}: {prot.getErrorMessage()}\n{logs}")
+    return prot
+
+
+def new(domain, project, name, **kwargs):
+    """A new protocol of the class registered as ``name``."""
+    return project.newProtocol(domain.getProtocols()[name], **kwargs)

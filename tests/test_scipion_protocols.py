@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import starfile
 
-from scipion_env import SCIPION_MISSING, write_untrained_checkpoint
+from scipion_env import SCIPION_MISSING, launch, new, write_untrained_checkpoint
 
 pytestmark = pytest.mark.skipif(SCIPION_MISSING is not None, reason=str(SCIPION_MISSING))
 
@@ -55,16 +55,6 @@ def direct(job, checkpoint):
     return classset, result
 
 
-def launch(project, prot, expect="finished"):
-    project.launchProtocol(prot, wait=True)
-    if prot.getStatus() != expect:
-        logs = "".join(open(p).read()[-3000:] for p in prot.getLogPaths()[:2] if os.path.exists(p))
-        pytest.fail(f"{prot.getRunName()} is {prot.getStatus()}: {prot.getErrorMessage()}\n{logs}")
-    return prot
-
-
-def new(domain, project, name, **kwargs):
-    return project.newProtocol(domain.getProtocols()[name], **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from scipion_env import SCIPION_MISSING
+from scipion_env import SCIPION_MISSING, launch
 
 pytestmark = pytest.mark.skipif(SCIPION_MISSING is not None, reason=str(SCIPION_MISSING))
 
@@ -21,13 +21,6 @@ def imported(scipion_domain, scipion_project, tmp_path_factory):
                                        starFile=str(folder / "run_it025_model.star"))
     return launch(scipion_project, prot)
 
-
-def launch(project, prot, expect="finished"):
-    project.launchProtocol(prot, wait=True)
-    if prot.getStatus() != expect:
-        logs = "".join(open(p).read()[-3000:] for p in prot.getLogPaths()[:2] if os.path.exists(p))
-        pytest.fail(f"{prot.getRunName()} is {prot.getStatus()}: {prot.getErrorMessage()}\n{logs}")
-    return prot
 
 
 def rebalance(domain, project, imported, **kwargs):

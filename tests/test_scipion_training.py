@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import pytest
 
-from scipion_env import SCIPION_MISSING
+from scipion_env import SCIPION_MISSING, launch, new
 
 pytestmark = pytest.mark.skipif(SCIPION_MISSING is not None, reason=str(SCIPION_MISSING))
 
@@ -20,16 +20,6 @@ def job(tmp_path_factory):
     return folder / "run_it025_model.star"
 
 
-def launch(project, prot, expect="finished"):
-    project.launchProtocol(prot, wait=True)
-    if prot.getStatus() != expect:
-        logs = "".join(open(p).read()[-3000:] for p in prot.getLogPaths()[:2] if os.path.exists(p))
-        pytest.fail(f"{prot.getRunName()} is {prot.getStatus()}: {prot.getErrorMessage()}\n{logs}")
-    return prot
-
-
-def new(domain, project, name, **kwargs):
-    return project.newProtocol(domain.getProtocols()[name], **kwargs)
 
 
 def manual_subset(domain, project, imported, keep_ids, tmp_path):
