@@ -356,3 +356,24 @@ def test_selected_class_averages_sorted(job31, tmp_path):
     assert list(table["rlnClassNumber"]) == [2, 4, 1]
     np.testing.assert_array_equal(table["rlnPredictedClassScore"], [0.9, 0.7, 0.6])
     assert {"rlnReferenceImage", "rlnClassDistribution", "rlnEstimatedResolution"} <= set(table.columns)
+
+
+def test_particle_subset_copies_rows_verbatim_and_matches_the_table_writer(tmp_path, tutorial_dir):
+    """The fast path (rows copied as text) and the table writer give the same particles."""
+    from classranker_plugin.io.writers import write_particles
+    from classranker_plugin.simulation import simulate_job
+    jobs = [simulate_job(tmp_path / "job", n_classes=8, box=32, pixel_size=4.0, n_particles=400, seed=2)
+            / "run_it025_data.star",
+            tutorial_dir / "class2d_job006_K10_manualpick" / "run_it025_data.star"]  # RELION 3.1 and 3.0
+    for index, data_star in enumerate(jobs):
+        classes = read_classes(data_star)
+        selected = classes.class_numbers[::3]
+        fast = write_particles(tmp_path / f"fast{index}.star", classes, selected)
+        assert fast.read_text().count("\n") < data_star.read_text().count("\n")
+        classes.extra["data_star"] = None  # forces the table writer
+        slow = write_particles(tmp_path / f"slow{index}.star", classes, selected)
+        a, b = starfile.read(fast, always_dict=True), starfile.read(slow, always_dict=True)
+        assert list(a) == list(b)
+        for name in a:
+            pd.testing.assert_frame_equal(a[name].reset_index(drop=True), b[name].reset_index(drop=True),
+                                          check_dtype=False)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..classset import ClassSet, RELION_LABELS
 from ..errors import InputError
+from .atomic import atomic_write
 from .star import write_star
 
 PathLike = Union[str, os.PathLike]
@@ -117,9 +118,57 @@ def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: 
     unknown = np.setdiff1d(wanted, classset.class_numbers)
     if unknown.size:
         raise ValueError(f"selected class numbers {unknown.tolist()} are not among the classes")
+    source = classset.extra.get("data_star")
+    if source and Path(source).is_file():
+        keep = np.isin(classset.particles["rlnClassNumber"].to_numpy(), wanted)
+        block = "particles" if classset.optics is not None else None
+        if copy_selected_rows(source, block, keep, path):
+            return Path(path)
     subset = select_particles(classset.particles, wanted)
     if classset.optics is not None:
         blocks = {"optics": classset.optics, "particles": subset}
     else:
         blocks = {"": subset}
     return write_star(path, blocks)
+
+
+def _block_rows(lines: list, block: Optional[str]) -> Optional[tuple]:
+    """(first, end, row line indices) of the loop rows of ``block`` (None: the first block)."""
+    start = None
+    for index, line in enumerate(lines):
+        if line.startswith(b"data_") and (block is None or line.strip() == b"data_" + block.encode()):
+            start = index
+            break
+    if start is None:
+        return None
+    index = start + 1
+    while index < len(lines) and not lines[index].startswith(b"_"):
+        index += 1  # blank lines, comments, loop_
+    while index < len(lines) and lines[index].startswith(b"_"):
+        index += 1  # the column labels
+    first = index
+    while index < len(lines) and not lines[index].startswith(b"data_"):
+        index += 1
+    rows = [i for i in range(first, index) if lines[i].strip() and not lines[i].lstrip().startswith(b"#")]
+    return first, index, rows
+
+
+def copy_selected_rows(source: PathLike, block: Optional[str], keep: np.ndarray, path: PathLike) -> bool:
+    """Write ``source`` with only the rows of ``block`` where ``keep`` is True, copying the text verbatim.
+
+    Bounded by I/O (no number formatting); returns False, writing nothing, when the file's rows do not
+    line up one to one with ``keep`` (then the caller writes from the table).
+    """
+    lines = Path(source).read_bytes().split(b"\n")
+    found = _block_rows(lines, block)
+    if found is None or len(found[2]) != len(keep):
+        return False
+    first, end, rows = found
+    selected = [lines[i] for i in np.asarray(rows)[np.asarray(keep, bool)]]
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(b"\n".join(lines[:first]) + b"\n")
+            if selected:
+                handle.write(b"\n".join(selected) + b"\n")
+            handle.write(b"\n".join(lines[end:]))
+    return True
