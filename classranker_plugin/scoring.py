@@ -109,6 +109,7 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
     saliency: with plots, also draw gallery_saliency.png (occlusion maps of the image branch).
     """
     validate_cutoff(cutoff)
+    ranker = ranker or load_model(device=device)
     result = score_classes(classset, ranker, device=device, batch_size=batch_size)
     counts = classset.stat("particle_count")
     keep = select_classes(result.scores, counts, cutoff, min_classes, min_particles, empty=result.empty)
@@ -116,7 +117,7 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
     if saliency and plots:
         from .saliency import classset_saliency
         t0 = time.perf_counter()
-        saliency_images, saliency_maps = classset_saliency(classset, ranker or load_model(device=device),
+        saliency_images, saliency_maps = classset_saliency(classset, ranker,
                                                            result.feature_vectors, batch_size=batch_size)
         result.timings["saliency_s"] = time.perf_counter() - t0
     summary = summarise(classset, result, keep, cutoff, ranker)
