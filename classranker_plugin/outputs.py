@@ -82,6 +82,8 @@ def define_selection_outputs(protocol, in_classes, scores_file, cutoff, min_clas
                              frame["score"].to_numpy(float), kept, cutoff)
     except Exception as error:  # plots are a convenience: never fail the outputs for them
         protocol.warning(f"could not draw the selection plots: {error}")
+    protocol.info("Kept %(classes_kept)d of %(classes)d classes, %(particles_kept)d of "
+                  "%(particles)d particles" % summary)
     return summary
 
 

@@ -123,11 +123,8 @@ class ProtClassRankerAutoSelect2D(Prot2D):
                   % (len(ids), info["model"], device, ", ".join(result.inputs_used)))
 
     def createOutputStep(self, cutoff, minClasses, minParticles, writeRejected):
-        summary = define_selection_outputs(self, self.inputClasses.get(),
-                                           self._getExtraPath(SCORES_FILE), cutoff, minClasses,
-                                           minParticles, writeRejected)
-        self.info("Kept %(classes_kept)d of %(classes)d classes, %(particles_kept)d of "
-                  "%(particles)d particles" % summary)
+        define_selection_outputs(self, self.inputClasses.get(), self._getExtraPath(SCORES_FILE), cutoff,
+                                 minClasses, minParticles, writeRejected)
 
     # --------------------------- INFO functions ------------------------------
     def _summary(self):

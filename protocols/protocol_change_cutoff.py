@@ -62,11 +62,8 @@ class ProtClassRankerChangeCutoff(Prot2D):
         shutil.copy(self._inputScoresFile(), self._getExtraPath(SCORES_FILE))
 
     def createOutputStep(self, cutoff, minClasses, minParticles, writeRejected):
-        summary = define_selection_outputs(self, self.getInputClasses(),
-                                           self._getExtraPath(SCORES_FILE), cutoff, minClasses,
-                                           minParticles, writeRejected)
-        self.info("Kept %(classes_kept)d of %(classes)d classes, %(particles_kept)d of "
-                  "%(particles)d particles" % summary)
+        define_selection_outputs(self, self.getInputClasses(), self._getExtraPath(SCORES_FILE), cutoff,
+                                 minClasses, minParticles, writeRejected)
 
     # --------------------------- INFO functions ------------------------------
     def _summary(self):
