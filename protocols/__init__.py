@@ -5,8 +5,10 @@ Scipion finds protocols by scanning this module's namespace: every protocol clas
 from .protocol_auto_select import ProtClassRankerAutoSelect2D
 from .protocol_change_cutoff import ProtClassRankerChangeCutoff
 from .protocol_import_classes import ProtClassRankerImportClasses2D
+from .protocol_make_dataset import ProtClassRankerMakeDataset
 from .protocol_rebalance import ProtClassRankerRebalance2D
 from .protocol_train import ProtClassRankerTrain
 
 __all__ = ["ProtClassRankerAutoSelect2D", "ProtClassRankerChangeCutoff",
-           "ProtClassRankerImportClasses2D", "ProtClassRankerRebalance2D", "ProtClassRankerTrain"]
+           "ProtClassRankerImportClasses2D", "ProtClassRankerMakeDataset", "ProtClassRankerRebalance2D",
+           "ProtClassRankerTrain"]

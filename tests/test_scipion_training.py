@@ -2,6 +2,7 @@
 classes (truth.csv) are "kept by hand" with pwem's ProtUserSubSet, a model is trained for 2 epochs
 on the CPU and used by auto-select ("trained in this project"). Skipped without Scipion."""
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -87,3 +88,43 @@ def test_train_then_auto_select_with_the_trained_model(scipion_domain, scipion_p
     ranker = load_model(prot.outputModel.getPath(), device="cpu")
     assert ranker.metrics["epoch"] >= 1
     assert [name for name, _ in prot.iterOutputAttributes()] == ["outputModel"]
+
+
+def test_make_dataset_then_train_from_it(scipion_domain, scipion_project, job, tmp_path):
+    import json
+
+    domain, project = scipion_domain, scipion_project
+    imported = launch(project, new(domain, project, "ProtClassRankerImportClasses2D", starFile=str(job)))
+    truth = pd.read_csv(job.parent / "truth.csv")
+    present = {c.getObjId() for c in imported.outputClasses}
+    good = set(truth.loc[truth["label"] == 1, "class_number"]) & present
+    subset = manual_subset(domain, project, imported, good, tmp_path)
+
+    make = new(domain, project, "ProtClassRankerMakeDataset", validFraction=0.25, seed=3)
+    make.inputClasses.append(imported)
+    make.inputClasses[0].setExtended("outputClasses")
+    make.keptClasses.append(subset)
+    make.keptClasses[0].setExtended("outputClasses2D")
+    assert make.validate() == []
+    launch(project, make)
+    dataset = make.outputDataset
+    assert dataset.exists() and dataset.getPath().endswith(os.path.join("extra", "dataset"))
+    counts = json.loads((Path(dataset.getPath()) / "dataset.json").read_text())["counts"]
+    assert (counts["classes"], counts["good"]) == (len(present), len(good))
+    assert counts["bad"] == len(present) - len(good) and counts["valid"] == round(0.25 * len(present))
+    assert "%d good" % len(good) in str(dataset)
+    assert any("%d classes (%d good" % (len(present), len(good)) in line for line in make.summary())
+
+    prot = new(domain, project, "ProtClassRankerTrain", trainingData=1, initModel=0, epochs=2,
+               batchSize=8, useGpu=False)
+    assert any("training set" in e for e in prot.validate())  # none chosen yet
+    prot.inputDataset.set(make)
+    prot.inputDataset.setExtended("outputDataset")
+    prot.initModel.set(1)  # the bundled model takes the default features and image size
+    assert prot.validate() == []
+    prot.initModel.set(0)
+    assert prot.validate() == []
+    launch(project, prot)
+    assert prot.outputModel.exists()
+    assert not os.path.exists(prot._getExtraPath("dataset"))  # trained on the given set, none built
+    assert any("validation AUC" in line for line in prot.summary())
