@@ -5,8 +5,8 @@ import pyworkflow.object as pwobj
 from pwem.objects import EMObject
 
 
-class ClassRankerModel(EMObject):
-    """A ClassRanker checkpoint file (.pt), e.g. the output of a training protocol."""
+class _PathObject(EMObject):
+    """An EMObject that stands for one file or folder on disk."""
 
     def __init__(self, path=None, **kwargs):
         EMObject.__init__(self, **kwargs)
@@ -17,6 +17,10 @@ class ClassRankerModel(EMObject):
 
     def setPath(self, path):
         self._path.set(path)
+
+
+class ClassRankerModel(_PathObject):
+    """A ClassRanker checkpoint file (.pt), e.g. the output of a training protocol."""
 
     def exists(self):
         return bool(self.getPath()) and os.path.isfile(self.getPath())
@@ -28,21 +32,11 @@ class ClassRankerModel(EMObject):
         return "ClassRankerModel(path=%s)" % self.getPath()
 
 
-class ClassRankerDataset(EMObject):
+class ClassRankerDataset(_PathObject):
     """A ClassRanker training dataset folder (dataset.json and .npy arrays), e.g. the output of
     "make ClassRanker training set"; the training protocol can read it directly."""
 
     INFO_FILE = "dataset.json"
-
-    def __init__(self, path=None, **kwargs):
-        EMObject.__init__(self, **kwargs)
-        self._path = pwobj.String(path)
-
-    def getPath(self):
-        return self._path.get()
-
-    def setPath(self, path):
-        self._path.set(path)
 
     def getInfoPath(self):
         return os.path.join(self.getPath(), self.INFO_FILE) if self.getPath() else ""

@@ -87,14 +87,19 @@ def define_selection_outputs(protocol, in_classes, scores_file, cutoff, min_clas
     return summary
 
 
-def read_selection(protocol):
-    """selection.json of a finished selection protocol (None if absent)."""
-    path = protocol._getExtraPath(SELECTION_FILE)
+def read_extra_json(protocol, name):
+    """A JSON file of the protocol's extra folder (None if absent)."""
+    path = protocol._getExtraPath(name)
     if not os.path.exists(path):
         return None
     with open(path) as handle:
         return json.load(handle)
 
 
-__all__ = ["SCORE_ATTR", "define_selection_outputs", "read_selection", "remove_outputs",
+def read_selection(protocol):
+    """selection.json of a finished selection protocol (None if absent)."""
+    return read_extra_json(protocol, SELECTION_FILE)
+
+
+__all__ = ["SCORE_ATTR", "define_selection_outputs", "read_extra_json", "read_selection", "remove_outputs",
            "select_from_scores"]

@@ -9,8 +9,8 @@ from pwem.objects import SetOfClasses2D, SetOfParticles
 from pwem.protocols import Prot2D
 
 from classranker_plugin.convert import SCORES_FILE, classes_to_classset, write_scores
-from classranker_plugin.outputs import (KEPT, REJECTED, define_selection_outputs, read_selection,
-                                        remove_outputs)
+from classranker_plugin.outputs import (KEPT, REJECTED, define_selection_outputs, read_extra_json,
+                                        read_selection, remove_outputs)
 from classranker_plugin.plugin import Plugin
 
 MODEL_BUNDLED, MODEL_FILE, MODEL_PROTOCOL = 0, 1, 2
@@ -216,8 +216,4 @@ class ProtClassRankerAutoSelect2D(Prot2D):
         return Plugin.torchDevice(self, "scoring")
 
     def _readScoring(self):
-        path = self._getExtraPath(SCORING_FILE)
-        if not os.path.exists(path):
-            return None
-        with open(path) as handle:
-            return json.load(handle)
+        return read_extra_json(self, SCORING_FILE)
