@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--style", choices=["converged", "quick"], default="converged",
                         help="parameter ranges of newly planned jobs (see corpus.plan_corpus)")
+    parser.add_argument("--wide-every", type=int, default=0,
+                        help="make every N-th newly planned training job a wide one (K 30-60; see corpus.plan_corpus)")
     parser.add_argument("--export", metavar="DIR", help="only export the dataset of a finished corpus to DIR")
     args = parser.parse_args(argv)
     root = Path(args.root)
@@ -149,7 +151,8 @@ def main(argv=None) -> int:
     plan_file = root / "plan.json"
     old = json.loads(plan_file.read_text()) if plan_file.is_file() else []  # resume: keep the jobs planned
     specs = old[:args.jobs] + plan_corpus(max(0, args.jobs - len(old)), seed=args.seed, first_index=len(old),
-                                          real_maps=shared_maps(args.maps), style=args.style)
+                                          real_maps=shared_maps(args.maps), style=args.style,
+                                          wide_every=args.wide_every)
     jobs_file = root / "jobs.csv"
     before = pd.read_csv(jobs_file) if jobs_file.is_file() else pd.DataFrame(columns=["job_id", "status"])
     already_done = set(before.loc[before["status"] == "done", "job_id"])

@@ -344,3 +344,28 @@ def test_best_epoch_choice():
     assert not is_better({"epoch": 3, "val_auc": 0.85, "val_loss": 0.1, "train_loss": 0.1}, best)
     assert is_better({"epoch": 0, "val_auc": float("nan"), "val_loss": float("nan"), "train_loss": 1.0},
                      {"epoch": -1})
+
+
+def test_a_built_dataset_is_a_source_of_a_new_one(dataset, jobs, tmp_path):
+    merged = build_dataset([dataset, jobs[0]], tmp_path / "merged", seed=1)
+    old, new = load_dataset(dataset), load_dataset(merged)
+    n = len(old)
+    assert len(new) == n + len(load_dataset(build_dataset([jobs[0]], tmp_path / "one")))
+    np.testing.assert_array_equal(new.images[:n], old.images)
+    np.testing.assert_array_equal(new.features[:n], old.features)
+    np.testing.assert_array_equal(new.labels[:n], old.labels)
+    assert list(new.meta["job"][:n]) == list(old.meta["job"])
+    assert new.info["provenance"]["sources"][0]["type"] == "dataset"
+    with pytest.raises(InputError, match="feature set 'classranker'.*--feature-set classranker"):
+        build_dataset([dataset], tmp_path / "relion", feature_set="relion")
+    assert not (tmp_path / "relion").exists()
+
+
+def test_the_committed_relion_corpus_is_a_dataset():
+    corpus = Path(__file__).resolve().parents[1] / "data" / "relion_corpus"
+    train_part, test_part = load_dataset(corpus / "train"), load_dataset(corpus / "test")
+    assert len(train_part) > 200 and len(test_part) > 40
+    assert not set(train_part.meta["job"]) & set(test_part.meta["job"])
+    for part in (train_part, test_part):
+        labels = np.asarray(part.labels)
+        assert 0.1 < (labels >= 0.5).mean() < 0.9 and np.isfinite(np.asarray(part.features)).all()

@@ -8,6 +8,7 @@ module          job
 sources         label sources: simulated jobs (truth.csv), a job with a labels CSV, a ClassSet with
                 the classes a user kept by hand (ClassSetSource)
 star_source     label source: RELION's training-format STAR
+dataset_source  label source: a dataset folder already built (e.g. data/relion_corpus/train)
 dataset         ``build_dataset`` (streams one source at a time into memory-mapped .npy files)
                 and ``load_dataset``
 augment         batch augmentation in torch (90 degree and arbitrary rotations, flips, shifts) and

@@ -9,6 +9,7 @@ the network images, feature vectors, labels in [0, 1] and a per-class meta table
 - :class:`ClassSetSource`: a ClassSet and the class numbers a user kept by hand (kept = 1, others 0),
   what the Scipion protocol builds from a manual subset.
 - :class:`~classranker_plugin.training.star_source.StarSource`: RELION's training-format STAR.
+- :class:`~classranker_plugin.training.dataset_source.DatasetSource`: a dataset folder already built.
 
 :func:`open_source` turns a command-line argument into the right source.
 """
@@ -256,7 +257,8 @@ class ClassSetSource:
 def open_source(spec, labels: Optional[PathLike] = None, root: Optional[PathLike] = None, target: str = "label"):
     """A source from a command-line argument or an object that already is one.
 
-    A STAR file with rlnClassScore -> StarSource (paths relative to ``root``); any other job
+    A built dataset folder (dataset.json) -> DatasetSource; a STAR file with rlnClassScore ->
+    StarSource (paths relative to ``root``); any other job
     argument (folder, model.star, .mrcs) -> JobSource with ``labels`` (default truth.csv).
     ``JOB=LABELS`` pairs a job with its own labels file.
     """
@@ -267,6 +269,9 @@ def open_source(spec, labels: Optional[PathLike] = None, root: Optional[PathLike
         job, own_labels = text.rsplit("=", 1)
         return JobSource(Path(job), labels=Path(own_labels), target=target)
     path = Path(spec)
+    if (path / "dataset.json").is_file():
+        from .dataset_source import DatasetSource
+        return DatasetSource(path)
     if path.suffix == ".star" and path.is_file() and not path.name.endswith("_model.star"):
         from .star_source import StarSource, is_training_star
         if is_training_star(path):

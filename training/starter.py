@@ -1,11 +1,15 @@
 """Retrain the bundled starter model and measure it, beside the baselines, on data it never saw.
 
-    python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 40] [--install]
+    python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 40]
+        [--corpus data/relion_corpus] [--install]
 
 1. simulates a corpus of procedural Class2D jobs varied in box, pixel size, number of classes,
    particle counts, junk fraction and kinds, with realistic or uninformative metadata;
 2. adds any extra labelled sources given with --extra (e.g. RELION-made jobs with truth.csv);
 3. builds one dataset, trains (feature masking teaches it to work without metadata);
+3b. with --corpus (a RELION-made corpus: train/ and test/ dataset folders, see benchmarks/relion_corpus.py),
+   fine-tunes that model on the corpus's training part (counted twice) plus some of the simulated jobs,
+   so that its calibration fits genuine RELION classes, and also evaluates on the corpus's test part;
 4. evaluates on fresh simulated jobs (other seeds; realistic and uninformative metadata) and on the
    real RELION tutorial runs in ../shared with their human labels, when present;
 5. with --install, copies the model into the package (models/starter.pt) with its report
@@ -33,6 +37,7 @@ from .trainer import train
 log = logging.getLogger(__name__)
 TUTORIAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relion30_tutorial_betagal"
 BOXES = (48, 64, 80, 100, 128, 160)
+FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_SIM_JOBS = 10, 3e-4, 20
 
 
 def job_parameters(index: int, seed: int) -> dict:
@@ -99,6 +104,19 @@ def summary_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finetune_on_corpus(model: Path, corpus: Path, sim_jobs: list, work: Path, seed: int,
+                       epochs: int = FINETUNE_EPOCHS) -> dict:
+    """Stage 2: fine-tune ``model`` on the corpus's training part (x2) plus ``sim_jobs``; the run's summary."""
+    dataset = work / "dataset"
+    if not dataset.is_dir():
+        train_part = corpus / "train"
+        build_dataset([train_part, train_part] + list(sim_jobs), dataset, valid_fraction=0.15, seed=seed,
+                      command_line=" ".join(sys.argv))
+    resume = (work / "train" / "last.pt").is_file()
+    return train(dataset, work / "train", epochs=epochs, lr=FINETUNE_LR, init=None if resume else model,
+                 seed=seed, resume=resume)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--o", dest="output", default="scratch/starter", help="work folder")
@@ -107,6 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--extra", nargs="*", default=[], help="more labelled sources (job folders with truth.csv)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--corpus", help="RELION-made corpus (train/, test/) to fine-tune on, e.g. data/relion_corpus")
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -118,18 +137,33 @@ def main(argv=None) -> int:
                       command_line=" ".join(sys.argv))
     run = train(dataset, work / "train", epochs=args.epochs, seed=args.seed, resume=(work / "train" / "last.pt").is_file())
     model = Path(run["model"]) if "model" in run else work / "train" / "model.pt"
-    results = measure(model, work, args.seed, args.test_jobs)
+    report = {"training": {"simulated_jobs": args.jobs, "extra_sources": args.extra, "epochs": args.epochs,
+                           "seed": args.seed, "best": _summary(run)}}
+    results = {}
+    if args.corpus:
+        corpus = Path(args.corpus)
+        test_name = "RELION-made jobs, held-out map family"
+        report["stage1_on_corpus_test"] = summary_table(
+            {test_name: evaluate(model, [corpus / "test"], work / "eval_corpus_test_stage1")}).to_dict("records")
+        run = finetune_on_corpus(model, corpus, jobs[:FINETUNE_SIM_JOBS], work / "finetune", args.seed)
+        model = work / "finetune" / "train" / "model.pt"
+        report["finetune"] = {"corpus": str(corpus), "simulated_jobs": FINETUNE_SIM_JOBS, "epochs": FINETUNE_EPOCHS,
+                              "lr": FINETUNE_LR, "best": _summary(run)}
+        results[test_name] = evaluate(model, [corpus / "test"], work / "eval_corpus_test", plots=True)
+    results.update(measure(model, work, args.seed, args.test_jobs))
     table = summary_table(results)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    report = {"training": {"simulated_jobs": args.jobs, "extra_sources": args.extra, "epochs": args.epochs,
-                           "seed": args.seed, "best": {k: v for k, v in run.items() if k != "history"}},
-              "results": table.to_dict("records")}
+    report["results"] = table.to_dict("records")
     (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
     if args.install:
         shutil.copyfile(model, BUNDLED_MODEL)
         BUNDLED_MODEL.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
         print(f"installed {BUNDLED_MODEL}")
     return 0
+
+
+def _summary(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "history"}
 
 
 if __name__ == "__main__":

@@ -42,13 +42,17 @@ def shared_maps(maps_dir) -> list:
 
 
 def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdout_every: int = 5,
-                holdout_layout: str = HOLDOUT_LAYOUT, first_index: int = 0, style: str = "converged") -> list:
+                holdout_layout: str = HOLDOUT_LAYOUT, first_index: int = 0, style: str = "converged",
+                wide_every: int = 0) -> list:
     """``n_jobs`` job specifications (dicts); every ``holdout_every``-th job is a held-out test job.
 
     style "converged": 6-10 iterations, K 10-18, 20-30 particles per class, SNR 0.05-0.5 (of the imaged
     signal), preferred orientations (3-8 views) in 60% of the jobs;
     style "quick": 4-6 iterations, K 10-24, 15-25 particles per class, SNR 0.05-0.3, uniform views
     (cheaper, noisier labels: many classes stay mixed). Job numbers start after ``first_index`` (to extend a corpus).
+    With ``wide_every`` N > 0, every N-th training job is a wide one (box 48, K 30-60, 12-18 particles per
+    class, up to 900 particles, 6-8 iterations): about 8x the cost of a typical job, for the many-class
+    look of a real K=50-100 run.
     """
     rng = np.random.default_rng([seed, first_index])
     quick = style == "quick"
@@ -61,14 +65,19 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
         else:
             pool = [f"generated:{layout}" for layout in TRAIN_LAYOUTS] + list(real_maps) * 2
             maps = [str(m) for m in rng.choice(pool, size=n_maps, replace=False)]
-        box = int(rng.choice([48, 48, 48, 48, 64]))
-        if quick:
+        wide = not test and wide_every > 0 and index % wide_every == wide_every // 2
+        box = 48 if wide else int(rng.choice([48, 48, 48, 48, 64]))
+        if wide:
+            K = int(rng.integers(30, 61))
+            per_class, iterations, snr_range = rng.uniform(12, 18), int(rng.integers(6, 9)), (0.05, 0.5)
+        elif quick:
             K = int(rng.integers(10, 25)) if box == 48 else int(rng.integers(10, 17))
             per_class, iterations, snr_range = rng.uniform(15, 25), int(rng.integers(4, 7)), (0.05, 0.3)
         else:
             K = int(rng.integers(10, 19)) if box == 48 else int(rng.integers(10, 15))
             per_class, iterations, snr_range = rng.uniform(20, 30), int(rng.integers(6, 11)), (0.05, 0.5)
-        n_particles = int(np.clip(round(K * per_class / 10) * 10, 200, 500 if box == 48 else 300))
+        most = 900 if wide else 500 if box == 48 else 300
+        n_particles = int(np.clip(round(K * per_class / 10) * 10, 200, most))
         kinds = sorted(rng.choice(DEFAULT_RELION_JUNK, size=int(rng.integers(3, len(DEFAULT_RELION_JUNK) + 1)),
                                   replace=False).tolist())
         specs.append({
@@ -79,7 +88,7 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             "snr": round(float(np.exp(rng.uniform(*np.log(snr_range)))), 3),
             "K": K, "iterations": iterations, "ctf": bool(rng.random() < 0.8),
             "preferred_views": 0 if quick or rng.random() < 0.4 else int(rng.integers(3, 9)),
-            "seed": int(rng.integers(1, 2 ** 31)), "style": style,
+            "seed": int(rng.integers(1, 2 ** 31)), "style": "wide" if wide else style,
         })
     return specs
 
