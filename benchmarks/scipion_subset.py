@@ -6,7 +6,9 @@ temporary folder, then keeps half of the classes in two ways, on the same input:
                (what scipion-em-relion's class ranker protocol and most subset protocols do)
   classranker: classranker_plugin.subset.subset_classes + subset_particles (SQL bulk copy)
 and checks that both give the same classes, particle ids, CTFs and transforms. Prints the times
-and the ratio. No display, no network; needs scipion-pyworkflow and scipion-em.
+and the ratio. Then the rebalance protocol's copy (a random half of all particles, by id):
+  per particle: iterItems over every class, clone + append the kept ones (the protocol's first version)
+  classranker:  classranker_plugin.subset.copy_particles (one SQL copy through a temporary id table) No display, no network; needs scipion-pyworkflow and scipion-em.
 
     python benchmarks/scipion_subset.py [--particles 100000] [--classes 100] [--keep 0.5]
 """
@@ -99,6 +101,35 @@ def classranker_subset(folder, in_parts, in_classes, keep):
     return out_classes, out_parts
 
 
+def rebalance_copies(folder, in_parts, in_classes, seed=1):
+    """Keep a random half of the particles, by id, in the two ways; both outputs' ids and times."""
+    import numpy as np
+    import pandas as pd
+    from pwem.objects import SetOfParticles
+
+    from classranker_plugin.subset import copy_particles
+
+    members = pd.DataFrame([(p.getObjId(), p.getClassId()) for p in in_parts.iterItems()],
+                           columns=["particle_id", "class_id"])
+    members = members[np.random.default_rng(seed).random(len(members)) < 0.5]
+    outputs = {}
+    for name in ("per particle", "classranker"):
+        out = SetOfParticles(filename=os.path.join(folder, f"rebalance_{name.replace(' ', '_')}.sqlite"))
+        out.copyInfo(in_parts)
+        t0 = time.perf_counter()
+        if name == "classranker":
+            copy_particles(in_classes, out, members)
+        else:
+            keep = set(members["particle_id"].tolist())
+            for cid in sorted(members["class_id"].unique()):
+                for particle in in_classes[int(cid)].iterItems(orderBy="id", where="enabled=1"):
+                    if particle.getObjId() in keep:
+                        out.append(particle.clone())
+            out.write()
+        outputs[name] = (time.perf_counter() - t0, sorted(p.getObjId() for p in out.iterItems()))
+    return len(members), outputs
+
+
 def check_same(a_classes, a_parts, b_classes, b_parts):
     import numpy as np
 
@@ -149,6 +180,13 @@ def main():
         print(f"scipion appendFromClasses: {t_scipion:8.2f} s  ({n / t_scipion:,.0f} particles/s)")
         print(f"classranker SQL copy:      {t_ours:8.2f} s  ({n / t_ours:,.0f} particles/s)")
         print(f"speed-up: {t_scipion / t_ours:.1f}x")
+        n, outputs = rebalance_copies(folder, parts, classes)
+        (t_loop, loop_ids), (t_sql, sql_ids) = outputs["per particle"], outputs["classranker"]
+        assert loop_ids == sql_ids, "rebalance copies differ"
+        print(f"rebalance copy of {n} particles by id (identical outputs):")
+        print(f"per-particle clone + append: {t_loop:8.2f} s  ({n / t_loop:,.0f} particles/s)")
+        print(f"classranker SQL copy:        {t_sql:8.2f} s  ({n / t_sql:,.0f} particles/s)")
+        print(f"speed-up: {t_loop / t_sql:.1f}x")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pyworkflow.object import Pointer
 logger = logging.getLogger(__name__)
 
 _SRC = "classranker_src"
+_IDS = "temp.classranker_ids"
 
 
 def _class_prefix(class_id):
@@ -71,12 +72,19 @@ class _Source:
                                  == _columns(db, "main", f"{dst_prefix}Objects"))
 
     @staticmethod
-    def copy_rows(db, src_prefixes, dst_prefix, skip_ids):
-        """Copy the enabled rows of the input tables (in id order), except ``skip_ids``."""
+    def copy_rows(db, src_prefixes, dst_prefix, skip_ids, only_ids=None):
+        """Copy the enabled rows of the input tables (in id order), except ``skip_ids``; with
+        ``only_ids`` (an array of ids), only those rows (the ids go through a temporary table)."""
         columns = ", ".join(_columns(db, "main", f"{dst_prefix}Objects"))
         skip = ",".join(str(int(i)) for i in skip_ids) or "NULL"
+        only = ""
+        if only_ids is not None:
+            db.executeCommand(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (id INTEGER PRIMARY KEY)")
+            db.executeCommand(f"DELETE FROM {_IDS}")
+            db.cursor.executemany(f"INSERT INTO {_IDS} (id) VALUES (?)", ((int(i),) for i in only_ids))
+            only = f" AND id IN (SELECT id FROM {_IDS})"
         union = " UNION ALL ".join(f"SELECT {columns} FROM {_SRC}.{p}Objects WHERE enabled=1 "
-                                   f"AND id NOT IN ({skip})" for p in src_prefixes)
+                                   f"AND id NOT IN ({skip}){only}" for p in src_prefixes)
         db.executeCommand(f"INSERT INTO main.{dst_prefix}Objects ({columns}) "
                           f"SELECT * FROM ({union}) ORDER BY id")
         db.executeCommand(f"SELECT COUNT(*), MAX(id) FROM main.{dst_prefix}Objects")
@@ -158,13 +166,45 @@ def subset_particles(out_classes, out_particles, fast=True):
     return out_particles.getSize()
 
 
-def create_subset_outputs(protocol, in_classes, keep_ids, update_class, particles_name,
-                          suffix="", fast=True):
-    """Create (not define) the output SetOfParticles + SetOfClasses2D for the classes ``keep_ids``.
+def copy_particles(in_classes, out_particles, members, fast=True):
+    """Fill ``out_particles`` with the particles ``members`` of ``in_classes``, in id order.
 
-    The classes point to the particles through ``Pointer(protocol, extended=particles_name)``, so
-    define both outputs together. Alignment, CTF flag, sampling and acquisition are kept.
+    ``members``: DataFrame with ``particle_id`` and ``class_id`` (the class each particle is in),
+    e.g. the particles a rebalance keeps: one SQL copy restricted to those ids, whatever their number.
     """
+    members = members.sort_values("particle_id")
+    if members.empty:
+        out_particles.write()
+        return 0
+    first_class, first_id = int(members["class_id"].iloc[0]), int(members["particle_id"].iloc[0])
+    first = in_classes[first_class][first_id].clone()
+    out_particles.append(first)
+    class_ids = sorted(int(c) for c in members["class_id"].unique())
+    prefixes = [_class_prefix(cid) for cid in class_ids]
+    db = out_particles._getMapper().db
+    with _Source(in_classes.getFileName()) as source:
+        source.attach(db)
+        ok = fast and all(source.compatible(db, p, "") for p in prefixes)
+        if ok:
+            _finish_set(out_particles, *source.copy_rows(db, prefixes, "", [first_id],
+                                                         only_ids=members["particle_id"].to_numpy()))
+    if not ok:
+        logger.info("particles: row layouts differ between classes, copying item by item")
+        wanted = set(members["particle_id"].tolist()) - {first_id}
+        for cid in class_ids:
+            for img in in_classes[cid].iterItems(orderBy="id", where="enabled=1"):
+                if img.getObjId() in wanted:
+                    out_particles.append(img.clone())
+    out_particles.write()
+    if out_particles.getSize() != len(members):
+        logger.warning("%d particles asked for, %d copied (disabled or missing rows)", len(members),
+                       out_particles.getSize())
+    return out_particles.getSize()
+
+
+def new_particle_set(protocol, in_classes, suffix=""):
+    """An empty SetOfParticles of ``protocol`` with the sampling, acquisition, CTF and 2D alignment
+    of the particles classified in ``in_classes``."""
     in_parts = in_classes.getImages()
     particles = protocol._createSetOfParticles(suffix=suffix)
     if in_parts is not None:
@@ -176,6 +216,17 @@ def create_subset_outputs(protocol, in_classes, keep_ids, update_class, particle
             if cls.getAlignment() != ALIGN_NONE:
                 particles.setAlignment(cls.getAlignment())
             break
+    return particles
+
+
+def create_subset_outputs(protocol, in_classes, keep_ids, update_class, particles_name,
+                          suffix="", fast=True):
+    """Create (not define) the output SetOfParticles + SetOfClasses2D for the classes ``keep_ids``.
+
+    The classes point to the particles through ``Pointer(protocol, extended=particles_name)``, so
+    define both outputs together. Alignment, CTF flag, sampling and acquisition are kept.
+    """
+    particles = new_particle_set(protocol, in_classes, suffix)
     classes = protocol._createSetOfClasses2D(Pointer(protocol, extended=particles_name), suffix=suffix)
     subset_classes(in_classes, classes, keep_ids, update_class, fast=fast)
     subset_particles(classes, particles, fast=fast)

@@ -8,7 +8,6 @@ import pandas as pd
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 from pyworkflow.object import Integer
-from pwem.constants import ALIGN_NONE
 from pwem.objects import SetOfClasses2D, SetOfParticles
 from pwem.protocols import Prot2D
 
@@ -87,17 +86,16 @@ class ProtClassRankerRebalance2D(Prot2D):
                   % (result.keep.sum(), len(result.keep), result.cap))
 
     def createOutputStep(self):
-        from classranker_plugin.subset import subset_classes
+        from classranker_plugin.subset import copy_particles, new_particle_set, subset_classes
 
         inClasses = self.inputClasses.get()
-        table = pd.read_csv(self._getExtraPath(PARTICLES_FILE))
-        keep = set(table.loc[table["keep"].astype(bool), "particle_id"].tolist())
+        table = pd.read_csv(self._getExtraPath(PARTICLES_FILE)).rename(columns={"rlnClassNumber": "class_id"})
+        keep = table["keep"].astype(bool)
         superOf = self._readSuperclasses()
-        kept = self._newParticles(inClasses, "")
-        excluded = self._newParticles(inClasses, "_excluded")
-        for cid in sorted(superOf):  # one class at a time: nested iterators share a cursor
-            for particle in inClasses[cid].iterItems(orderBy="id", where="enabled=1"):
-                (kept if particle.getObjId() in keep else excluded).append(particle.clone())
+        kept = new_particle_set(self, inClasses)
+        excluded = new_particle_set(self, inClasses, "_excluded")
+        copy_particles(inClasses, kept, table[keep])
+        copy_particles(inClasses, excluded, table[~keep])
         classes = self._createSetOfClasses2D(inClasses.getImagesPointer())
         classes.copyInfo(inClasses)
 
@@ -149,18 +147,3 @@ class ProtClassRankerRebalance2D(Prot2D):
     def _readSuperclasses(self):
         table = pd.read_csv(self._getExtraPath(CLASSES_FILE))
         return {int(c): int(s) for c, s in zip(table["class_number"], table["superclass"])}
-
-    def _newParticles(self, inClasses, suffix):
-        """An empty SetOfParticles with the sampling, acquisition, CTF and alignment of the input."""
-        particles = self._createSetOfParticles(suffix=suffix)
-        inParts = inClasses.getImages()
-        if inParts is not None:
-            particles.copyInfo(inParts)
-        for cls in inClasses.iterItems(orderBy="id"):
-            if cls.getSize() > 0:
-                if inParts is None:
-                    particles.copyInfo(cls)
-                if cls.getAlignment() != ALIGN_NONE:
-                    particles.setAlignment(cls.getAlignment())
-                break
-        return particles

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scipion_env import SCIPION_MISSING, launch
@@ -66,6 +67,11 @@ def test_factor_1_equalises_superclasses(scipion_domain, scipion_project, import
     excluded = {p.getObjId() for p in prot.outputParticlesExcluded}
     kept_ids = {p.getObjId() for p in prot.outputParticles}
     assert not excluded & kept_ids
+    table = pd.read_csv(prot._getExtraPath("rebalance_particles.csv"))
+    assert kept_ids == set(table.loc[table["keep"].astype(bool), "particle_id"])
+    assert prot.outputParticles.getSize() == len(kept_ids) and prot.outputParticlesExcluded.getSize() == len(excluded)
+    logs = "".join(open(path).read() for path in prot.getLogPaths()[:2] if os.path.exists(path))
+    assert "item by item" not in logs  # the SQL copy was used
     assert excluded | kept_ids == {p.getObjId() for p in imported.outputParticles}
     source = {p.getObjId(): p.clone() for p in imported.outputParticles}
     for particle in list(prot.outputParticles)[:10]:
