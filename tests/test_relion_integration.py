@@ -2,7 +2,7 @@
 and the External job run through RELION's own pipeliner.
 
 Skipped when relion_refine (or another RELION program a test needs) is not on PATH.
-The Class2D job is made once per session by the RELION engine (~300 particles, K=4, 3 iterations, box 48).
+The Class2D job is made once per session by the RELION engine (conftest.class2d_job).
 """
 import shutil
 import subprocess
@@ -16,26 +16,16 @@ import pandas as pd
 import pytest
 import starfile
 
-RELION_MISSING = shutil.which("relion_refine") is None or shutil.which("relion_project") is None
+from conftest import RELION_CLASS2D as CLASS2D, RELION_MISSING
+
+ITERATIONS, K = CLASS2D["iterations"], CLASS2D["K"]
 pytestmark = pytest.mark.skipif(RELION_MISSING, reason="RELION is not installed (relion_refine / relion_project "
                                                        "not on PATH; `apt-get install relion` provides them)")
-ITERATIONS, K = 3, 4
 
 
 def _need(program):
     if shutil.which(program) is None:
         pytest.skip(f"{program} not on PATH (RELION installation incomplete)")
-
-
-@pytest.fixture(scope="session")
-def class2d_job(tmp_path_factory):
-    """A genuine, labelled RELION Class2D job (generated densities: no ../shared needed)."""
-    from classranker_plugin.simulation.relion_engine import simulate_relion_job
-
-    job = tmp_path_factory.mktemp("relion") / "Class2D"
-    simulate_relion_job(job, maps=["generated:globular", "generated:cyclic"], n_particles=300, junk_fraction=0.3,
-                        box=48, pixel_size=7.0, snr=0.1, K=K, iterations=ITERATIONS, seed=3, threads=2)
-    return job
 
 
 @pytest.fixture(scope="session")
