@@ -13,7 +13,6 @@ import numpy as np
 
 from classranker_plugin.simulation import simulate_job
 from classranker_plugin.training.evaluation import evaluate
-from classranker_plugin.training.sources import Chunk
 from classranker_plugin.training.trainer import train
 
 
@@ -81,20 +80,3 @@ def markdown_table(rows: list, columns: dict) -> str:
     return "\n".join(lines)
 
 
-class DatasetSource:
-    """An existing dataset folder as a label source for build_dataset (to merge it with others)."""
-
-    def __init__(self, path, id: str = ""):
-        from classranker_plugin.training.dataset import load_dataset
-        self.path, self.id = Path(path), id
-        self.data = load_dataset(path)
-
-    def describe(self) -> dict:
-        return {"type": "dataset", "path": str(self.path)}
-
-    def chunks(self, options):
-        data = self.data
-        meta = data.meta.drop(columns=["source"], errors="ignore").reset_index(drop=True)
-        yield Chunk(images=np.asarray(data.images, np.float32), features=np.asarray(data.features, np.float32),
-                    labels=np.asarray(data.labels, np.float32), meta=meta, feature_names=data.feature_names,
-                    feature_set=data.info["feature_set"], image_kind=data.info["image_kind"], origin=str(self.path))

@@ -12,7 +12,7 @@ Datasets (each absent one is skipped with the reason):
   labelled by labels.csv ``human_selected``: classes chosen as templates / for the initial model,
   a reliable but incomplete positive set (good-but-unchosen classes count as 0);
 * data/relion_corpus (genuine RELION Class2D jobs, exported by benchmarks/relion_corpus.py as
-  dataset folders, or an .npz): all of its classes.
+  dataset folders): all of its classes.
 
 For each held-out dataset a model is trained on all the others (``trainer.train``, few epochs) and
 evaluated on the held-out one with ``training.evaluation.evaluate``: ROC AUC, MCC at cutoff 0.5 and
@@ -40,11 +40,12 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (DatasetSource, markdown_table, model_and_baseline, quiet_evaluate,  # noqa: E402
+from bench_utils import (markdown_table, model_and_baseline, quiet_evaluate,  # noqa: E402
                          quiet_logs, quiet_train, simulate_family)
 from classranker_plugin.features import FEATURE_SETS  # noqa: E402
 from classranker_plugin.training.dataset import INFO_FILE, build_dataset, load_dataset  # noqa: E402
-from classranker_plugin.training.sources import Chunk, JobSource  # noqa: E402
+from classranker_plugin.training.dataset_source import DatasetSource  # noqa: E402
+from classranker_plugin.training.sources import JobSource  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIM_FAMILIES = {
@@ -103,37 +104,18 @@ def tutorial(shared: Path) -> tuple:
     return held, skipped
 
 
-class NpzSource:
-    """benchmarks/relion_corpus.py's .npz fallback export as a label source (no statistics)."""
-
-    def __init__(self, path: Path):
-        self.path, self.id = path, ""
-
-    def describe(self) -> dict:
-        return {"type": "npz", "path": str(self.path)}
-
-    def chunks(self, options):
-        data = np.load(self.path)
-        meta = pd.DataFrame({"job": data["job"], "class_number": data["class_number"], "kind": data["kind"]})
-        yield Chunk(images=data["images"].astype(np.float32), features=data["features"].astype(np.float32),
-                    labels=data["labels"].astype(np.float32), meta=meta, feature_names=list(data["feature_names"]),
-                    feature_set="classranker", image_kind="classranker", origin=str(self.path))
-
-
 def corpus(path: Path, root: Path) -> tuple:
     """(Held or None, reason skipped): the corpus merged into one dataset folder."""
     if not path.is_dir():
         return None, f"relion-corpus: {path} not found"
     folders = [p for p in [path, *sorted(path.iterdir())] if (p / INFO_FILE).is_file()]
-    sources = [DatasetSource(p) for p in folders] or [NpzSource(p) for p in sorted(path.glob("*.npz"))]
-    if not sources:
-        return None, f"relion-corpus: no dataset folder or .npz in {path}"
+    if not folders:
+        return None, f"relion-corpus: no dataset folder in {path}"
     names = list(FEATURE_SETS["classranker"][1])
-    for source in sources:
-        found = source.data.feature_names if isinstance(source, DatasetSource) else list(
-            np.load(source.path)["feature_names"])
-        if found != names:
-            return None, f"relion-corpus: {source.path} has other features than this version's 'classranker' set"
+    for folder in folders:
+        if load_dataset(folder).feature_names != names:
+            return None, f"relion-corpus: {folder} has other features than this version's 'classranker' set"
+    sources = [DatasetSource(p) for p in folders]
     merged = build_dataset(sources, root / "relion-corpus" / "dataset", nr_valid=0, seed=0,
                            command_line="generalization benchmark")
     return Held("relion-corpus", [DatasetSource(merged)], [merged], split="all"), None

@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from classranker_plugin.simulation.corpus import (HOLDOUT_LAYOUT, plan_corpus, run_corpus,  # noqa: E402
                                                   shared_maps, throughput)
+from classranker_plugin.training.dataset import build_dataset  # noqa: E402
 
 DEFAULT_MAPS = REPO.parent / "shared" / "data" / "relion30_tutorial_betagal" / "maps"
 REPORT = REPO / "benchmarks" / "relion_corpus.md"
@@ -57,7 +59,7 @@ def write_report(jobs: pd.DataFrame, stats: dict, args, wall_s: float) -> None:
 
 README = """# RELION corpus: genuine Class2D classes labelled by their composition
 
-{jobs} relion_refine Class2D jobs (RELION 3.1.3 CPU), {classes} classes ({good} labelled good),
+{jobs} relion_refine Class2D jobs (RELION 3.1.3 CPU; K {k_min} to {k_max}), {classes} classes ({good} labelled good),
 made by `benchmarks/relion_corpus.py` with `classranker_plugin.simulation.relion_engine`: relion_project
 projections (CTF, white noise) of real beta-galactosidase maps and generated protein-like densities,
 plus junk particles made by our code; each class's score is the fraction of its particles that are good
@@ -72,7 +74,7 @@ and centred, label = score >= 0.5, kind = dominant origin (map or junk kind; emp
 
 
 def export(root: Path, out: Path) -> None:
-    """The compact dataset: build_dataset per split when available, else an .npz of images/features/labels."""
+    """The compact dataset: one dataset folder per split (train/, test/), classes.csv, jobs.csv, README.md."""
     jobs = pd.read_csv(root / "jobs.csv")
     done = jobs[jobs["status"] == "done"]
     out.mkdir(parents=True, exist_ok=True)
@@ -81,52 +83,17 @@ def export(root: Path, out: Path) -> None:
     classes = pd.concat(truths, ignore_index=True).merge(done, on="job_id", how="left")
     classes.to_csv(out / "classes.csv", index=False)
     (out / "README.md").write_text(README.format(jobs=len(done), classes=len(classes), good=int(classes["label"].sum()),
-                                                 test=int((classes["split"] == "test").sum())))
-    try:
-        from classranker_plugin.training.dataset import build_dataset
-    except ImportError:
-        build_dataset = None
+                                                 test=int((classes["split"] == "test").sum()),
+                                                 k_min=int(done["K"].min()), k_max=int(done["K"].max())))
     for split in ("train", "test"):
         dirs = [str(root / job) for job in done.loc[done["split"] == split, "job_id"]]
         if not dirs:
             continue
         target = out / split
-        if build_dataset is not None:
-            if target.exists():
-                import shutil
-                shutil.rmtree(target)
-            build_dataset(dirs, target, feature_set="classranker", seed=0,
-                          command_line=" ".join(sys.argv))
-        else:
-            export_npz(dirs, target.with_suffix(".npz"))
+        if target.exists():
+            shutil.rmtree(target)
+        build_dataset(dirs, target, feature_set="classranker", seed=0, command_line=" ".join(sys.argv))
         print(f"{split}: {len(dirs)} jobs -> {target}", file=sys.stderr)
-
-
-def export_npz(dirs: list, path: Path) -> None:
-    """Fallback without the training package: images (64 px), features, labels, job parameters."""
-    import numpy as np
-
-    from classranker_plugin.features import compute_features
-    from classranker_plugin.io import read_classes
-    from classranker_plugin.preprocess import model_images
-
-    images, features, labels, scores, meta = [], [], [], [], []
-    for job in dirs:
-        job = Path(job)
-        star = sorted(job.glob("run_it*_model.star"))[-1]
-        classes = read_classes(star)
-        truth = pd.read_csv(job / "truth.csv").set_index("class_number").loc[classes.class_numbers]
-        images.append(model_images(classes, size=64))
-        matrix = compute_features(classes, "classranker")
-        features.append(matrix.values)
-        labels.append(truth["label"].to_numpy())
-        scores.append(truth["score"].to_numpy())
-        meta.append(truth.reset_index().assign(job=job.name))
-    table = pd.concat(meta, ignore_index=True)
-    np.savez_compressed(path, images=np.concatenate(images).astype(np.float16), features=np.concatenate(features),
-                        labels=np.concatenate(labels), scores=np.concatenate(scores),
-                        feature_names=np.array(matrix.names), job=table["job"].to_numpy(str),
-                        class_number=table["class_number"].to_numpy(), kind=table["kind"].to_numpy(str))
 
 
 def main(argv=None) -> int:

@@ -122,6 +122,16 @@ def test_corpus_plan_holds_out_a_map_family():
     assert all(10 <= s["K"] <= 40 and s["box"] in (48, 64) and s["n_particles"] >= 2 * s["K"] for s in specs)
     assert len({(s["K"], s["n_particles"], s["snr"]) for s in specs}) > 10  # parameters vary
     assert plan_corpus(20, seed=3, real_maps=["/x/betagal.mrc"]) == specs  # reproducible
+    assert all(s["style"] == "converged" for s in specs)
+
+
+def test_corpus_plan_wide_jobs():
+    specs = plan_corpus(40, seed=3, wide_every=10)
+    wide = [s for s in specs if s["style"] == "wide"]
+    assert [s["job_id"] for s in wide] == ["job006", "job016", "job026", "job036"]  # index % 10 == 5, all train
+    assert all(30 <= s["K"] <= 60 and s["box"] == 48 and s["split"] == "train" for s in wide)
+    assert all(s["n_particles"] <= 900 and s["n_particles"] >= 10 * s["K"] for s in wide)
+    assert all(s["K"] <= 24 for s in specs if s["style"] != "wide")
 
 
 def test_prune_keeps_only_the_last_iteration(tmp_path):
