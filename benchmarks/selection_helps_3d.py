@@ -7,6 +7,7 @@ labels call good (a perfect class ranker), and the truly good particles. Each ma
 the truth map: correlation inside the particle sphere and the FSC 0.5 resolution.
 
     python benchmarks/selection_helps_3d.py --job scratch/sel3d --make   # makes the job first
+    python benchmarks/selection_helps_3d.py --job scratch/sel3d_ring --make --map generated:ring   # held-out family
     python benchmarks/selection_helps_3d.py --job scratch/relion_corpus/job004 --model m.pt
 """
 from __future__ import annotations
@@ -85,14 +86,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job", required=True, help="a single-map RELION-engine job folder")
     parser.add_argument("--make", action="store_true", help="make the job first (one real map, 40%% junk)")
-    parser.add_argument("--map", default=str(DEFAULT_MAP), help="the map for --make (default: shared beta-gal)")
+    parser.add_argument("--map", default=str(DEFAULT_MAP),
+                        help="the map for --make (default: shared beta-gal; generated:ring is the corpus's held-out family)")
     parser.add_argument("--model", help="ClassRanker checkpoint (default: the bundled model when present)")
     parser.add_argument("--cutoff", type=float, default=0.5)
     args = parser.parse_args(argv)
     job = Path(args.job).resolve()
     if args.make:
         from classranker_plugin.simulation.relion_engine import simulate_relion_job
-        maps = [args.map] if Path(args.map).is_file() else ["generated:globular"]
+        maps = [args.map] if Path(args.map).is_file() or args.map.startswith("generated") else ["generated:globular"]
         simulate_relion_job(job, maps=maps, n_particles=700, junk_fraction=0.4, box=48, pixel_size=7.0, snr=0.1,
                             K=10, iterations=8, seed=11, threads=1, overwrite=True)
     info = json.loads((job / "simulation.json").read_text())
