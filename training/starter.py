@@ -1,6 +1,6 @@
 """Retrain the bundled starter model and measure it, beside the baselines, on data it never saw.
 
-    python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 40]
+    python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 30]
         [--corpus data/relion_corpus] [--install]
 
 1. simulates a corpus of procedural Class2D jobs varied in box, pixel size, number of classes,
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=80, help="simulated training jobs")
     parser.add_argument("--test-jobs", type=int, default=8, help="fresh simulated jobs per test set")
     parser.add_argument("--extra", nargs="*", default=[], help="more labelled sources (job folders with truth.csv)")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--corpus", help="RELION-made corpus (train/, test/) to fine-tune on, e.g. data/relion_corpus")
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
