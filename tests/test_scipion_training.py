@@ -21,6 +21,16 @@ def job(tmp_path_factory):
     return folder / "run_it025_model.star"
 
 
+@pytest.fixture(scope="module")
+def labelled(scipion_domain, scipion_project, job, tmp_path_factory):
+    """(imported protocol, hand-kept subset protocol, ids of the classes present, ids of the good ones)."""
+    domain, project = scipion_domain, scipion_project
+    imported = launch(project, new(domain, project, "ProtClassRankerImportClasses2D", starFile=str(job)))
+    truth = pd.read_csv(job.parent / "truth.csv")
+    present = {c.getObjId() for c in imported.outputClasses}
+    good = set(truth.loc[truth["label"] == 1, "class_number"]) & present
+    subset = manual_subset(domain, project, imported, good, tmp_path_factory.mktemp("selection"))
+    return imported, subset, present, good
 
 
 def manual_subset(domain, project, imported, keep_ids, tmp_path):
@@ -43,16 +53,12 @@ def train_protocol(domain, project, imported, subset, **kwargs):
     return prot
 
 
-def test_train_then_auto_select_with_the_trained_model(scipion_domain, scipion_project, job, tmp_path):
+def test_train_then_auto_select_with_the_trained_model(scipion_domain, scipion_project, labelled):
     from classranker_plugin.checkpoint import load_model
 
     domain, project = scipion_domain, scipion_project
-    imported = launch(project, new(domain, project, "ProtClassRankerImportClasses2D", starFile=str(job)))
-    truth = pd.read_csv(job.parent / "truth.csv")
-    present = {c.getObjId() for c in imported.outputClasses}
-    good = set(truth.loc[truth["label"] == 1, "class_number"]) & present
+    imported, subset, present, good = labelled
     assert 0 < len(good) < len(present)
-    subset = manual_subset(domain, project, imported, good, tmp_path)
     assert {c.getObjId() for c in subset.outputClasses2D} == good
 
     # validation: a "kept" set that is the whole input has no junk examples
@@ -90,15 +96,11 @@ def test_train_then_auto_select_with_the_trained_model(scipion_domain, scipion_p
     assert [name for name, _ in prot.iterOutputAttributes()] == ["outputModel"]
 
 
-def test_make_dataset_then_train_from_it(scipion_domain, scipion_project, job, tmp_path):
+def test_make_dataset_then_train_from_it(scipion_domain, scipion_project, labelled):
     import json
 
     domain, project = scipion_domain, scipion_project
-    imported = launch(project, new(domain, project, "ProtClassRankerImportClasses2D", starFile=str(job)))
-    truth = pd.read_csv(job.parent / "truth.csv")
-    present = {c.getObjId() for c in imported.outputClasses}
-    good = set(truth.loc[truth["label"] == 1, "class_number"]) & present
-    subset = manual_subset(domain, project, imported, good, tmp_path)
+    imported, subset, present, good = labelled
 
     make = new(domain, project, "ProtClassRankerMakeDataset", validFraction=0.25, seed=3)
     make.inputClasses.append(imported)
