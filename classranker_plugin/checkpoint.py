@@ -63,6 +63,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def calibrated_scores(logits, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """sigmoid(logit / temperature + bias): a calibrated model's scores from its logits."""
+    return 1.0 / (1.0 + np.exp(-(np.asarray(logits, np.float64) / temperature + bias)))
+
+
 @dataclass
 class Ranker:
     """A network with everything needed to turn (images, feature vectors) into scores."""
@@ -104,8 +109,7 @@ class Ranker:
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.output == "score":  # RELION models regress the score directly
             return np.clip(logits, 0.0, 1.0)
-        z = np.asarray(logits, np.float64) / self.temperature + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        return calibrated_scores(logits, self.temperature, self.bias)
 
     def score(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return self.scores_from_logits(self.logits(images, features, batch_size)).astype(np.float32)
@@ -206,7 +210,8 @@ def load_model(path=None, device: str = "auto", feature_names=None, trust_torchs
                     feature_mean=np.asarray(payload["feature_mean"], np.float32),
                     feature_std=np.asarray(payload["feature_std"], np.float32),
                     image_kind=payload.get("image_kind", "classranker"), output=payload.get("output", "logit"),
-                    temperature=float(payload.get("temperature", 1.0)), bias=float(payload.get("bias", 0.0)), metrics=payload.get("metrics", {}),
+                    temperature=float(payload.get("temperature", 1.0)), bias=float(payload.get("bias", 0.0)),
+                    metrics=payload.get("metrics", {}),
                     provenance=payload.get("provenance", {}), path=str(path))
     return ranker.to(resolve_device(device))
 

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from classranker_plugin.checkpoint import Ranker, save_checkpoint
+from classranker_plugin.checkpoint import Ranker, calibrated_scores, save_checkpoint
 from classranker_plugin.errors import InputError
 from classranker_plugin.features import FEATURE_SETS
 from classranker_plugin.model import ClassRankerNet
 from classranker_plugin.simulation import simulate_job
 from classranker_plugin.training import metrics
 from classranker_plugin.training.baselines import baseline_scores, empty_heuristic
-from classranker_plugin.training.calibration import calibrated_scores, fit_temperature
+from classranker_plugin.training.calibration import fit_temperature
 from classranker_plugin.training.dataset import build_dataset
 from classranker_plugin.training.evaluation import evaluate, format_report
 

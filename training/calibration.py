@@ -52,6 +52,3 @@ def fit_calibration(logits, labels) -> tuple:
                              bounds=(-10.0, 10.0), method="bounded", options={"xatol": 1e-4})
     return temperature, float(result.x)
 
-
-def calibrated_scores(logits, temperature: float, bias: float = 0.0) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(np.asarray(logits, np.float64) / temperature + bias)))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from .. import __version__
-from ..checkpoint import Ranker, save_checkpoint
-from .calibration import calibrated_scores, fit_calibration
+from ..checkpoint import Ranker, calibrated_scores, save_checkpoint
+from .calibration import fit_calibration
 from .metrics import average_precision, best_mcc_threshold, confusion, roc_auc
 
 CUTOFF = 0.5
