@@ -154,6 +154,7 @@ def summarise(classset: ClassSet, result: ScoreResult, keep: np.ndarray, cutoff:
         "particles": int(counts[known].sum()) if known.any() else None,
         "particles_kept": int(counts[keep & known].sum()) if known.any() else None,
         "inputs_used": result.inputs_used,
+        "inputs_missing": list(classset.extra.get("missing_columns", [])),
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
     }
     if ranker is not None and ranker.metrics:
@@ -170,6 +171,8 @@ def format_summary(summary: dict) -> str:
     if summary["empty_classes"]:
         lines.append(f"{summary['empty_classes']} empty classes (no particles or a blank average) never kept")
     lines.append("inputs used: " + ", ".join(summary["inputs_used"]))
+    if summary.get("inputs_missing"):
+        lines.append("missing in the input (scored as unknown): " + ", ".join(summary["inputs_missing"]))
     validation = summary.get("model_validation") or {}
     if "precision_at_cutoff" in validation:
         lines.append(f"model on its validation set at cutoff 0.5: precision {validation['precision_at_cutoff']:.2f}, "

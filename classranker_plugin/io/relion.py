@@ -8,6 +8,11 @@ Reference images (``000001@Class2D/job006/run_it025_classes.mrcs``) are written 
 RELION project directory. They are looked for, in order: relative to the project directory guessed
 from the STAR file location (``P/Class2D/job006/x.star`` -> ``P``), relative to the current
 directory, then as the file with the same name next to the STAR file (a copied job folder).
+
+Only ``rlnReferenceImage`` is required in ``data_model_classes``: files converted from cryoSPARC
+(pyem's csparc2star), exported from Scipion or rebuilt by hand often lack the accuracies, the
+resolution or the class distribution. A missing statistic is unknown (NaN): the feature vector
+flags it as unknown (``*_known`` = 0), the log and the summary name it.
 """
 from __future__ import annotations
 
@@ -32,14 +37,16 @@ log = logging.getLogger(__name__)
 
 #: run_it025_model.star -> root "run_it025", kind "model" (also run_ct5_it025_..., any iteration)
 RUN_NAME = re.compile(r"^(?P<root>.*_it\d+)_(?P<kind>model|data|optimiser)\.star$")
-REQUIRED_CLASS_COLUMNS = ("rlnReferenceImage", "rlnClassDistribution", "rlnAccuracyRotations",
-                          "rlnEstimatedResolution")
+#: the one column without which the classes cannot be read
+REQUIRED_CLASS_COLUMNS = ("rlnReferenceImage",)
 TRANSLATIONS_ANGST = "rlnAccuracyTranslationsAngst"
 TRANSLATIONS_PX = "rlnAccuracyTranslations"
-#: model_classes label -> our table column (translations handled apart)
+#: model_classes label -> our table column (translations handled apart); each is optional
 _CLASS_COLUMNS = {"rlnClassDistribution": "class_distribution",
                   "rlnAccuracyRotations": "accuracy_rotations",
                   "rlnEstimatedResolution": "resolution"}
+#: the statistics RELION writes, in the order they are reported when missing
+OPTIONAL_CLASS_COLUMNS = tuple(_CLASS_COLUMNS) + (TRANSLATIONS_ANGST,)
 
 
 @dataclass
@@ -99,10 +106,20 @@ def read_model_star(path: PathLike) -> tuple[dict, pd.DataFrame]:
     if int(general.get("rlnReferenceDimensionality", 2)) != 2:
         raise InputError("this is a 3D classification; ClassRanker scores 2D class averages", path,
                          "give the model.star of a Class2D job")
-    require_columns(classes, REQUIRED_CLASS_COLUMNS, path, "model_classes")
-    if TRANSLATIONS_ANGST not in classes and TRANSLATIONS_PX not in classes:
-        require_columns(classes, [TRANSLATIONS_ANGST], path, "model_classes")
+    if "rlnReferenceImage" not in classes:
+        raise InputError("block data_model_classes lacks the column rlnReferenceImage, so the class "
+                         "averages cannot be found", path,
+                         "add rlnReferenceImage (NNNNNN@classes.mrcs) to data_model_classes, or give "
+                         "the class average stack itself (.mrcs) with --stats")
     return general, classes
+
+
+def missing_class_columns(classes: pd.DataFrame) -> list[str]:
+    """RELION statistics absent from a model_classes table (scored as unknown)."""
+    missing = [label for label in _CLASS_COLUMNS if label not in classes]
+    if TRANSLATIONS_ANGST not in classes and TRANSLATIONS_PX not in classes:
+        missing.append(TRANSLATIONS_ANGST)
+    return missing
 
 
 def read_data_star(path: PathLike) -> tuple[pd.DataFrame, Optional[pd.DataFrame]]:
@@ -228,15 +245,27 @@ def class_table(classes: pd.DataFrame, pixel_size: Optional[float], model_star: 
                                            if "rlnClassNumber" in classes else np.arange(1, n + 1)),
                           "reference_image": classes["rlnReferenceImage"].astype(str).to_numpy()})
     for label, column in _CLASS_COLUMNS.items():
-        table[column] = pd.to_numeric(classes[label], errors="coerce").to_numpy(dtype=float)
+        table[column] = (pd.to_numeric(classes[label], errors="coerce").to_numpy(dtype=float)
+                         if label in classes else np.nan)
     if TRANSLATIONS_ANGST in classes:
         table["accuracy_translations"] = pd.to_numeric(classes[TRANSLATIONS_ANGST],
                                                        errors="coerce").to_numpy(dtype=float)
+    elif TRANSLATIONS_PX not in classes:
+        table["accuracy_translations"] = np.nan
     else:
         pixels = pd.to_numeric(classes[TRANSLATIONS_PX], errors="coerce").to_numpy(dtype=float)
         table["accuracy_translations"] = translations_to_angstrom(pixels, pixel_size, model_star)
     table["particle_count"] = np.nan
     return table
+
+
+def _relion_version(classes: pd.DataFrame, particles, optics) -> str:
+    """"3.0" (no optics table, translations in pixels) or "3.1+" (optics, Angstrom)."""
+    if TRANSLATIONS_ANGST in classes or optics is not None:
+        return "3.1+"
+    if TRANSLATIONS_PX in classes or particles is not None:
+        return "3.0"
+    return "3.1+"
 
 
 def read_relion_job(path: PathLike, data_star: Optional[PathLike] = None,
@@ -266,9 +295,14 @@ def read_relion_job(path: PathLike, data_star: Optional[PathLike] = None,
     box = general.get("rlnOriginalImageSize")
     images = read_reference_images(classes["rlnReferenceImage"], table["class_number"].to_numpy(),
                                    files.model, None if box is None else int(box))
-    other = [c for c in classes.columns if c not in REQUIRED_CLASS_COLUMNS
-             and c not in (TRANSLATIONS_ANGST, TRANSLATIONS_PX, "rlnClassNumber")]
-    extra = {"relion_version": "3.0" if TRANSLATIONS_ANGST not in classes else "3.1+",
+    known = REQUIRED_CLASS_COLUMNS + OPTIONAL_CLASS_COLUMNS + (TRANSLATIONS_PX, "rlnClassNumber")
+    other = [c for c in classes.columns if c not in known]
+    missing = missing_class_columns(classes)
+    if missing:
+        log.warning("%s: data_model_classes lacks %s; scoring without them (they count as unknown)",
+                    files.model, ", ".join(missing))
+    extra = {"relion_version": _relion_version(classes, particles, optics),
+             "missing_columns": missing,
              "model_star": str(files.model),
              "optimiser_star": None if files.optimiser is None else str(files.optimiser),
              "data_star": None,

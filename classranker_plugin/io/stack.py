@@ -121,10 +121,25 @@ def _read_stats_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError("statistics file not found", path, "check the path")
     try:
-        return pd.read_csv(path, sep=None, engine="python")
+        with open(path, encoding="utf-8") as handle:
+            header = next((line for line in handle if line.strip() and not line.startswith("#")), "")
+        return pd.read_csv(path, sep=table_delimiter(header), comment="#", skip_blank_lines=True)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read this CSV file ({error})", path,
-                         "give a CSV file with a header row") from error
+        raise InputError(f"cannot read this table ({type(error).__name__}: {error})", path,
+                         "give a UTF-8 text table with a header row, separated by commas, tabs or "
+                         "blanks") from error
+
+
+def table_delimiter(header: str) -> str:
+    """The delimiter of a text table from its header line: comma, tab, else runs of blanks.
+
+    (pandas' sniffer guesses a letter as delimiter for a one-column header such as
+    ``class_number``; a header has no quoted separators, so the first that occurs decides.)
+    """
+    for delimiter in (",", "\t", ";"):
+        if delimiter in header:
+            return delimiter
+    return r"\s+"
 
 
 def stats_to_table(raw: pd.DataFrame, path: PathLike, pixel_size: Optional[float]) -> pd.DataFrame:
