@@ -21,6 +21,7 @@ from .errors import InputError
 from .explain import explain_scores
 from .features import compute_features
 from .io import atomic_output_dir, empty_class_mask, validate_classes
+from .io.cryosparc import write_cryosparc_particles
 from .io.writers import write_class_scores, write_particles, write_selected_class_averages
 from .preprocess import model_images, relion_model_images
 
@@ -132,6 +133,11 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
             write_particles(tmp / "particles.star", classset, classset.class_numbers[keep])
             if write_rejected:
                 write_particles(tmp / "particles_rejected.star", classset, classset.class_numbers[~keep])
+        if classset.extra.get("cryosparc_particles") is not None:
+            write_cryosparc_particles(tmp / "particles_selected.cs", classset, classset.class_numbers[keep])
+            if write_rejected:
+                write_cryosparc_particles(tmp / "particles_rejected.cs", classset,
+                                          classset.class_numbers[~keep])
         if plots:
             from .report import write_report_plots
             write_report_plots(tmp, classset, result.scores, keep, cutoff,

@@ -1,11 +1,11 @@
 """Score every class, keep those with score >= cutoff, and write the selected classes and particles.
 
-INPUT is a RELION Class2D/Class3D job file (run_itNNN_model.star, _data.star or _optimiser.star;
-the other files of the same iteration are found by name) or a plain .mrcs stack of class averages
-(with --stats for per-class statistics). Outputs in --o: class_scores.star (all classes, with
-rlnClassScore and rlnNormalizedFeatureVector), class_averages.star (the selected classes),
-particles.star (exactly the particles of the selected classes, optics kept), summary.json and
-PNG plots. The output directory is written all at once: a failed run leaves nothing behind.
+INPUT is a RELION Class2D job file (run_itNNN_model.star, _data.star or _optimiser.star; the other
+files of the same iteration are found by name), a plain .mrcs stack of class averages (with --stats
+for per-class statistics), or a cryoSPARC 2D classification job (folder or class_averages.cs).
+Outputs in --o: class_scores.star (all classes, with rlnClassScore and rlnNormalizedFeatureVector),
+class_averages.star (the selected classes), particles.star (exactly the particles of the selected
+classes, optics kept), particles_selected.cs for cryoSPARC input, summary.json and PNG plots. The output directory is written all at once: a failed run leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from ..scoring import auto_select, format_summary, validate_cutoff
 
 def add_input_args(parser):
     """Input options shared by the subcommands that read classes."""
-    parser.add_argument("input", help="run_itNNN_model.star / _data.star / _optimiser.star, or a .mrcs of class averages")
-    parser.add_argument("--data-star", help="particles STAR (default: the run_itNNN_data.star beside INPUT)")
+    parser.add_argument("input", help="run_itNNN_model.star / _data.star / _optimiser.star, a .mrcs of class "
+                                      "averages, or a cryoSPARC 2D classification job folder (or its "
+                                      "J12_NNN_class_averages.cs)")
+    parser.add_argument("--data-star", help="particles STAR (default: the run_itNNN_data.star beside INPUT); for "
+                                            "cryoSPARC, the particles .cs (default: J12_NNN_particles.cs)")
     parser.add_argument("--stats", help="per-class statistics (CSV or STAR) for a plain .mrcs input")
     parser.add_argument("--apix", type=float, help="pixel size in Å (default: from the STAR/MRC header)")
     parser.add_argument("--diameter", type=float, help="particle (mask) diameter in Å (default: from optimiser.star)")

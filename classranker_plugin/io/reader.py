@@ -9,6 +9,7 @@ from typing import Optional, Union
 
 from ..classset import ClassSet
 from ..errors import InputError
+from .cryosparc import is_cryosparc_input, read_cryosparc_job
 from .relion import (RUN_NAME, JobFiles, attach_particles, read_data_star, read_relion_job,
                      resolve_project_path)
 from .stack import MRC_SUFFIXES, read_stack
@@ -45,13 +46,22 @@ def read_classes(path: PathLike, data_star: Optional[PathLike] = None,
     """Read class averages and their statistics; InputError (naming the file) on bad input.
 
     path:      RELION run_itNNN_model.star / _optimiser.star / _data.star (siblings of the same
-               iteration found by name), another model/optimiser STAR, or an .mrcs/.mrc stack
-    data_star: particles to count per class (default for RELION: the iteration's data.star)
+               iteration found by name), another model/optimiser STAR, an .mrcs/.mrc stack, or a
+               cryoSPARC 2D classification job (its folder, J12_NNN_class_averages.cs or .mrc)
+    data_star: particles to count per class (default for RELION: the iteration's data.star; for
+               cryoSPARC: the iteration's particles.cs)
     stats:     per-class statistics for a plain stack (CSV with header, or STAR)
     pixel_size, particle_diameter: Angstrom; override what the files say
     with_particles: False reads only the class averages and their statistics (no data.star)
     """
     path = Path(path).expanduser()
+    if is_cryosparc_input(path) and stats is None:
+        return read_cryosparc_job(path, particles_cs=data_star, pixel_size=pixel_size,
+                                  particle_diameter=particle_diameter, with_particles=with_particles)
+    if path.is_dir():
+        raise InputError("a folder, but not a cryoSPARC 2D job folder (no *_class_averages.cs)", path,
+                         "give a RELION run_itNNN_model.star, an .mrcs stack of class averages or a "
+                         "cryoSPARC 2D classification job folder")
     if not path.is_file():
         raise InputError("file not found", path, "check the path")
     suffix = path.suffix.lower()
