@@ -20,7 +20,8 @@ from .classset import ClassSet
 from .errors import InputError
 from .explain import explain_scores
 from .features import compute_features
-from .io import atomic_output_dir, empty_class_mask, validate_classes
+from .io import atomic_output_dir, check_output_dir, empty_class_mask, validate_classes
+from .io.validate import check_not_all_blank
 from .io.cryosparc import write_cryosparc_particles
 from .io.writers import write_class_scores, write_particles, write_selected_class_averages
 from .preprocess import model_images, relion_model_images
@@ -54,6 +55,7 @@ def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: s
                   batch_size: int = 256, explain: bool = True) -> ScoreResult:
     """Score every class of ``classset`` with ``ranker`` (default: the bundled model)."""
     validate_classes(classset)
+    check_not_all_blank(classset)
     ranker = ranker or load_model(device=device)
     timings = {}
     t0 = time.perf_counter()
@@ -87,9 +89,13 @@ def select_classes(scores, particle_counts=None, cutoff: float = 0.5, min_classe
     """
     cutoff = validate_cutoff(cutoff)
     if min_classes < 0 or min_particles < 0:
-        raise InputError("minimum numbers of classes and particles must be >= 0")
+        raise InputError("minimum numbers of classes and particles must be >= 0",
+                         fix="give --min-classes / --min-particles of 0 or more")
     scores = np.asarray(scores, dtype=float)
     n = len(scores)
+    if min_classes > n:
+        raise InputError(f"--min-classes {min_classes} asks for more classes than the {n} there are",
+                         fix=f"give --min-classes between 0 and {n}")
     counts = np.zeros(n) if particle_counts is None else np.nan_to_num(np.asarray(particle_counts, float))
     allowed = np.ones(n, bool) if empty is None else ~np.asarray(empty, bool)
     keep = (scores >= cutoff) & allowed
@@ -110,6 +116,9 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
     saliency: with plots, also draw gallery_saliency.png (occlusion maps of the image branch).
     """
     validate_cutoff(cutoff)
+    check_output_dir(outdir)
+    if min_classes > len(classset):
+        select_classes(np.zeros(len(classset)), None, cutoff, min_classes)  # raises, before any work
     ranker = ranker or load_model(device=device)
     result = score_classes(classset, ranker, device=device, batch_size=batch_size)
     counts = classset.stat("particle_count")
@@ -122,7 +131,8 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
                                                            result.feature_vectors, batch_size=batch_size)
         result.timings["saliency_s"] = time.perf_counter() - t0
     summary = summarise(classset, result, keep, cutoff, ranker)
-    with atomic_output_dir(outdir) as tmp:
+    # summary.json is moved in last: a folder without it is not a finished run
+    with atomic_output_dir(outdir, marker="summary.json", marker_text=json.dumps(summary, indent=2)) as tmp:
         tmp = Path(tmp)
         write_class_scores(tmp / "class_scores.star", classset, result.scores, keep,
                            result.feature_vectors, result.feature_names,
@@ -142,7 +152,6 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
             from .report import write_report_plots
             write_report_plots(tmp, classset, result.scores, keep, cutoff,
                                saliency_maps=saliency_maps, saliency_images=saliency_images)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -300,7 +300,14 @@ def test_atomic_output_dir_failure_leaves_nothing(tmp_path):
         with atomic_output_dir(out) as tmp:
             (tmp / "particles.star").write_text("half")
             raise RuntimeError("boom")
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the folder it created is removed again
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out) as tmp:
+            (tmp / "particles.star").write_text("half")
+            raise RuntimeError("boom")
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
 def test_atomic_output_dir_success_and_marker(tmp_path):

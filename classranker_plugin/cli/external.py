@@ -85,6 +85,9 @@ def run_job(args) -> int:
         print(f"classranker external: error: {message}", file=sys.stderr)
         (control / FAILURE).touch()
         return 1
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: outputs already removed; RELION sees a failed job
+        (control / FAILURE).touch()
+        raise
     (control / SUCCESS).touch()
     return 0
 

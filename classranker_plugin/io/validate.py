@@ -18,7 +18,8 @@ from ..errors import InputError
 PathLike = Union[str, os.PathLike]
 log = logging.getLogger(__name__)
 
-MIN_BOX = 16                      # refused below
+MIN_BOX = 24                      # refused below: no detail left to score
+MAX_BOX = 800                     # refused above: bin first (the network sees 64 px anyway)
 TYPICAL_BOX = (32, 512)           # accepted outside with a warning
 _MAX_LISTED = 10
 
@@ -31,10 +32,15 @@ def listed(values) -> str:
 
 
 def check_box(box: int, path: PathLike, warn: bool = True) -> None:
-    """InputError below 16 px; a logged warning (if ``warn``) outside the usual 32..512 px."""
+    """InputError below 24 px or above 800 px; a logged warning (if ``warn``) outside 32..512 px."""
     if box < MIN_BOX:
         raise InputError(f"box size {box} px is too small to score (minimum {MIN_BOX} px)", path,
                          "give the class averages at their original size")
+    if box > MAX_BOX:
+        raise InputError(f"box size {box} px is larger than ClassRanker reads (maximum {MAX_BOX} px)",
+                         path, "bin the class averages first, e.g. relion_image_handler --i IN.mrcs "
+                         "--o OUT.mrcs --new_box ... or --rescale_angpix (twice the pixel size); the "
+                         "network sees them at 64 px")
     if warn and not TYPICAL_BOX[0] <= box <= TYPICAL_BOX[1]:
         log.warning("%s: box size %d px is outside the usual %d..%d px; scores may be less reliable",
                     path, box, *TYPICAL_BOX)
@@ -90,10 +96,22 @@ def validate_classes(classset: ClassSet) -> None:
         check_particle_classes(classset.particles["rlnClassNumber"].to_numpy(), numbers, data_path)
 
 
+def check_not_all_blank(classset: ClassSet) -> None:
+    """InputError when every class average is blank: there is nothing to score (one blank class is
+    an empty class, scored and never kept)."""
+    if len(classset) and _constant(classset.images).all():
+        raise InputError(f"all {len(classset)} class averages are blank (constant images)",
+                         classset.source or "class averages",
+                         "give the class averages of a finished classification (this stack holds no signal)")
+
+
 def empty_class_mask(classset: ClassSet) -> np.ndarray:
     """Bool per class: True where the average is constant (e.g. all zero) or no particle is in it."""
-    images = classset.images
-    flat = images.reshape(len(images), -1)
-    constant = flat.max(axis=1) == flat.min(axis=1) if flat.shape[1] else np.ones(len(images), bool)
     counts = classset.stat("particle_count")
-    return constant | (counts == 0)
+    return _constant(classset.images) | (counts == 0)
+
+
+def _constant(images: np.ndarray) -> np.ndarray:
+    """Bool per image: True where every pixel has the same value."""
+    flat = images.reshape(len(images), -1)
+    return flat.max(axis=1) == flat.min(axis=1) if flat.shape[1] else np.ones(len(images), bool)
