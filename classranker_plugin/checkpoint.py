@@ -165,6 +165,11 @@ def read_checkpoint(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             IndexError, KeyError, TypeError, AttributeError) as error:  # torch's errors on garbage vary
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+            raise InputError("this file holds pickled Python objects besides weights: loading them could "
+                             "run code, and ClassRanker loads weights only", path,
+                             fix="use a checkpoint written by ClassRanker (save_checkpoint) or a RELION 5 "
+                                 "class ranker checkpoint; never load a file of unknown origin") from None
         raise InputError(f"cannot read this model checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})",
                          path, fix="the file is corrupt, truncated or not a ClassRanker/RELION checkpoint; "
                                    "re-copy it or retrain") from None

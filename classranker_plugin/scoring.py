@@ -61,9 +61,13 @@ def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: s
     t0 = time.perf_counter()
     features = compute_features(classset, ranker.feature_set)
     if list(features.names) != list(ranker.feature_names):
-        raise InputError(f"the model expects the features {ranker.feature_names} but feature set "
-                         f"'{ranker.feature_set}' computes {features.names}", ranker.path,
-                         fix="use a model trained with this ClassRanker version")
+        missing = [n for n in ranker.feature_names if n not in features.names]
+        unexpected = [n for n in features.names if n not in ranker.feature_names]
+        raise InputError(f"the model's feature list differs from feature set '{ranker.feature_set}' of "
+                         f"this version (model only: {missing or '-'}; this version only: "
+                         f"{unexpected or '-'})", ranker.path,
+                         fix="use a model trained with this ClassRanker version, or fine-tune it with "
+                             "`classranker train --init`")
     images = (relion_model_images(classset) if ranker.image_kind == "relion"
               else model_images(classset, size=ranker.image_size))
     timings["features_s"] = time.perf_counter() - t0

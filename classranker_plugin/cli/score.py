@@ -61,7 +61,7 @@ def read_input(args):
 
 
 def main(args) -> int:
-    validate_cutoff(args.cutoff)
+    validate_cutoff(args.cutoff, "--cutoff")
     classset = read_input(args)
     ranker = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     summary = auto_select(classset, args.output, ranker, cutoff=args.cutoff, min_classes=args.min_classes,

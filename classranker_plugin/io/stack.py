@@ -23,7 +23,7 @@ import pandas as pd
 from ..classset import ClassSet
 from ..errors import InputError
 from .star import as_int_array, read_star
-from .validate import check_box, check_positive, validate_classes
+from .validate import check_box, check_positive, listed, validate_classes
 
 PathLike = Union[str, os.PathLike]
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ _COMPLEX_MODES = (3, 4)
 
 
 def _open_error(path: Path, error: Exception) -> InputError:
-    return InputError(f"not a readable MRC file ({error})", path,
-                      "give an MRC/MRCS stack of class averages (float32, as RELION writes)")
+    hint = " (the file is shorter than its header says: truncated?)" if "greater than file size" in str(error) else ""
+    return InputError(f"not a readable MRC file ({error}){hint}", path,
+                      "copy the file again if it was cut short, or give an MRC/MRCS stack of class averages "
+                      "(float32, as RELION writes)")
 
 
 def mrc_shape(path: PathLike) -> tuple[int, int, int]:
@@ -150,7 +152,7 @@ def stats_to_table(raw: pd.DataFrame, path: PathLike, pixel_size: Optional[float
         if name is None:
             continue
         if column == "class_number":
-            table[column] = as_int_array(raw[name], path, name)
+            table[column] = check_class_numbers(as_int_array(raw[name], path, name), path, name)
         elif column == "reference_image":
             table[column] = raw[name].astype(str).to_numpy()
         else:
@@ -164,6 +166,17 @@ def stats_to_table(raw: pd.DataFrame, path: PathLike, pixel_size: Optional[float
         raise InputError(f"no recognised column (found: {', '.join(map(str, raw.columns))})", path,
                          f"name the columns with a header row using any of: {', '.join(accepted)}")
     return table
+
+
+def check_class_numbers(numbers: np.ndarray, path: PathLike, label: str = "class_number") -> np.ndarray:
+    """``numbers`` if they are unique and >= 1; InputError naming the offending ones otherwise."""
+    values, counts = np.unique(numbers, return_counts=True)
+    if (values < 1).any() or (counts > 1).any():
+        bad = np.concatenate([values[values < 1], values[counts > 1]])
+        raise InputError(f"{label} must hold unique numbers >= 1; {listed(bad)} occur(s) more than "
+                         f"once or below 1", path,
+                         f"give each class its own number (1, 2, ...) in the {label} column")
+    return numbers
 
 
 def translations_to_angstrom(pixels: np.ndarray, pixel_size: Optional[float],

@@ -35,8 +35,21 @@ def read_star(path: PathLike, n_blocks: int = None) -> dict:
         raise InputError(f"cannot read this STAR file ({type(error).__name__}: {error})", path,
                          "give a STAR file written by RELION or starfile") from error
     if not blocks:
+        _check_text(path)
         raise InputError("no data block found", path, "give a non-empty STAR file")
     return blocks
+
+
+def _check_text(path: Path, limit: int = 1 << 20) -> None:
+    """InputError when the first ``limit`` bytes of ``path`` are not UTF-8 text."""
+    with path.open("rb") as handle:
+        head = handle.read(limit)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 4:  # not just a character cut by the limit
+            raise InputError(f"not a text file: byte {error.start} is not UTF-8", path,
+                             "give the STAR file as RELION wrote it (copy it again if it was damaged)") from None
 
 
 def loop_block(blocks: dict, names: Iterable[str], path: PathLike) -> tuple[str, pd.DataFrame]:
