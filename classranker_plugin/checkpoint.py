@@ -46,6 +46,8 @@ CHECKPOINT_FORMAT = "classranker-checkpoint"
 CHECKPOINT_VERSION = 1
 BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "starter.pt"
 MODEL_ENV_VAR = "CLASSRANKER_MODEL"
+#: most classes per forward pass on the CPU (see Ranker._batch)
+CPU_BATCH = 64
 
 
 def default_model_path() -> Path:
@@ -93,18 +95,50 @@ class Ranker:
     def normalise(self, features: np.ndarray) -> np.ndarray:
         return ((np.asarray(features, np.float32) - self.feature_mean) / self.feature_std).astype(np.float32)
 
+    def _batch(self, batch_size: int) -> int:
+        """Classes per forward pass: at most ``batch_size``; on the CPU at most CPU_BATCH, so that a
+        batch's activations stay in the CPU caches (3x faster than one large batch)."""
+        batch_size = max(1, int(batch_size))
+        return min(batch_size, CPU_BATCH) if self.device.type == "cpu" else batch_size
+
+    def _image_batch(self, images: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32,
+                               device=self.device).unsqueeze(1)
+
     @torch.no_grad()
-    def logits(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Raw network outputs for (n, size, size) images and (n, F) *unnormalised* feature vectors."""
+    def image_embeddings(self, images: np.ndarray, batch_size: int = 256) -> Optional[torch.Tensor]:
+        """(n, E) image-branch embeddings of (n, size, size) images, on the ranker's device; None
+        for networks without a separate image branch (RELION 4 TorchScript)."""
         self.network.eval()
-        feats = self.normalise(features)
-        out = []
-        for start in range(0, len(images), batch_size):
-            img = torch.as_tensor(np.ascontiguousarray(images[start:start + batch_size]),
-                                  dtype=torch.float32, device=self.device).unsqueeze(1)
-            ft = torch.as_tensor(feats[start:start + batch_size], device=self.device)
-            out.append(self.network(img, ft).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        if not hasattr(self.network, "embed_image") or not hasattr(self.network, "forward_embedded"):
+            return None
+        builder = getattr(self.network, "inference_embedder", None)
+        embed = builder() if builder is not None else self.network.embed_image
+        step = self._batch(batch_size)
+        with torch.inference_mode():
+            chunks = [embed(self._image_batch(images[start:start + step]))
+                      for start in range(0, len(images), step)]
+        return torch.cat(chunks) if chunks else None     # outside inference mode: a plain tensor
+
+    @torch.no_grad()
+    def logits(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256,
+               embeddings: Optional[torch.Tensor] = None) -> np.ndarray:
+        """Raw network outputs for (n, size, size) images and (n, F) *unnormalised* feature vectors.
+
+        embeddings: ``image_embeddings(images)`` when already computed (it is not computed again).
+        """
+        self.network.eval()
+        if len(images) == 0:
+            return np.zeros(0, np.float32)
+        feats = torch.as_tensor(self.normalise(features), device=self.device)
+        if embeddings is None:
+            embeddings = self.image_embeddings(images, batch_size)
+        if embeddings is not None:
+            return self.network.forward_embedded(embeddings, feats).float().cpu().numpy()
+        step = self._batch(batch_size)
+        return np.concatenate([self.network(self._image_batch(images[start:start + step]),
+                                            feats[start:start + step]).float().cpu().numpy()
+                               for start in range(0, len(images), step)])
 
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.output == "score":  # RELION models regress the score directly

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 ARCHITECTURES = ("classranker", "relion")
 
@@ -46,6 +47,32 @@ class ClassRankerNet(nn.Module):
         maps = self.cnn(images)
         pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
         return self.image_head(pooled)
+
+    def inference_embedder(self):
+        """``embed_image`` for scoring, built from the current weights: in eval mode every
+        BatchNorm is folded into its convolution (conv -> ReLU, activations channels-last), which
+        gives the same embedding to float rounding in fewer passes over memory. In training mode
+        (batch statistics) it is ``embed_image`` itself. Build it again after the weights change.
+        """
+        if self.training:
+            return self.embed_image
+        layers = []
+        with torch.no_grad():
+            for conv, norm, _ in self.cnn:
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                bias = norm.bias - norm.running_mean * scale
+                if conv.bias is not None:
+                    bias = bias + conv.bias * scale
+                weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
+                layers.append((weight, bias, conv.stride, conv.padding))
+
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            maps = images.contiguous(memory_format=torch.channels_last)
+            for weight, bias, stride, padding in layers:
+                maps = F.conv2d(maps, weight, bias, stride, padding).relu_()
+            pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+            return self.image_head(pooled)
+        return embed
 
     def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.forward_embedded(self.embed_image(images), features)

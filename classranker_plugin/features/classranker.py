@@ -23,15 +23,16 @@ data. ``FEATURE_TABLE`` documents every column.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 
 from ..classset import ClassSet
-from .image import (FFT_WORKERS, as_stack, dilate_stack, edge_mean, frequency_angle, frequency_radius,
-                    label_stack, lowpass, masked_moments, otsu_thresholds, radial_bins, radial_profile,
-                    radius_grid, rfft_weights, skewness_kurtosis, soft_disc, window_resample)
+from .image import (FFT_WORKERS, Window, as_stack, dilate_stack, edge_mean, frequency_angle, frequency_radius,
+                    label_stack, lowpass, otsu_thresholds, radial_bins, radius_grid, resample_windows,
+                    rfft_weights, soft_disc)
 from .metadata import particle_counts, positive_or_none
 
 FRAME_SIZE = 64
@@ -206,26 +207,43 @@ def metadata_features(classset: ClassSet) -> dict:
 
 
 # ----------------------------------------------------------------------------- image frame
-def frame_images(classset: ClassSet) -> np.ndarray:
-    """(n, FRAME_SIZE, FRAME_SIZE) float32: the averages in the fixed physical frame."""
+def frame_window(classset: ClassSet) -> Window:
+    """The frame of ``classset`` as a :class:`~.image.Window` (window in px, FRAME_SIZE, edge-mean fill)."""
     images = as_stack(classset.images)
     apix = positive_or_none(classset.pixel_size)
     diameter = positive_or_none(classset.particle_diameter)
     window = WINDOW_DIAMETERS * diameter / apix if (apix and diameter) else float(images.shape[1])
-    return window_resample(images, window, FRAME_SIZE, fill=edge_mean(images))
+    return Window(window, FRAME_SIZE, edge_mean(images))
+
+
+def frame_images(classset: ClassSet) -> np.ndarray:
+    """(n, FRAME_SIZE, FRAME_SIZE) float32: the averages in the fixed physical frame."""
+    return resample_windows(classset.images, [frame_window(classset)])[0]
 
 
 def _constant(images: np.ndarray) -> np.ndarray:
+    """(n,) bool: every pixel of the image equals its first pixel (max == min)."""
     flat = as_stack(images).reshape(len(images), -1)
     if flat.shape[1] == 0:
         return np.ones(len(images), bool)
-    return flat.max(axis=1) == flat.min(axis=1)
+    # an image with two different pixels in its first row is not constant: only the others
+    # (typically RELION's all-zero empty classes) need a look at every pixel
+    first_row = flat[:, :images.shape[-1]]
+    constant = (first_row == first_row[:, :1]).all(axis=1)
+    for index in np.flatnonzero(constant):
+        constant[index] = flat[index].max() == flat[index].min()
+    return constant
 
 
 class _Geometry:
-    """Pixel masks of the frame, in particle radii."""
+    """Pixel masks of the frame, in particle radii, and the fixed weights the features sum with.
+
+    Sums of pixel values over fixed masks are matrix products of the (n, pixels) stack with
+    (pixels, k) weight matrices, several masks at once.
+    """
 
     def __init__(self, size: int = FRAME_SIZE):
+        self.size = size
         self.r = radius_grid(size) / PARTICLE_RADIUS_PX
         self.frame = self.r <= FRAME_EDGE_R
         self.particle = self.r <= 1.0
@@ -243,14 +261,82 @@ class _Geometry:
         self.band_masks = [((self.shell >= lo) & (self.shell < hi)) * self.column_weight
                            for lo, hi in POWER_BANDS]
         self.radial_bins = radial_bins(size)
+        # ---- weight matrices (pixels, k)
+        #: masks of masked_moments: frame, particle, outside
+        self.masks = np.stack([self.frame.ravel(), self.particle.ravel(), self.outside.ravel()],
+                              axis=1).astype(np.float64)
+        self.mask_count = self.masks.sum(axis=0)
+        #: radial_profile's rings: round(distance) up to size // 2
+        n_rings = size // 2 + 1
+        rings = self.radial_bins.ravel()
+        self.rings = np.zeros((size * size, n_rings))
+        self.rings[np.flatnonzero(rings < n_rings), rings[rings < n_rings]] = 1.0
+        self.ring_count = self.rings.sum(axis=0)
+        ring_of_particle = np.minimum(rings, n_rings - 1)[self.particle.ravel()]
+        self.particle_ring_count = np.bincount(ring_of_particle, minlength=n_rings).astype(np.float64)
+        self.particle_index = np.flatnonzero(self.particle.ravel())
+        self.otsu_index = np.flatnonzero((self.r <= 1.2).ravel())
+        #: power bands then angular bins, in rfft2 layout
+        self.spectral = np.concatenate([np.stack([band.ravel() for band in self.band_masks], axis=1),
+                                        self.angle_onehot], axis=1)
+        #: density moments: frame * (1, y, x, r, r^2)
+        self.density = (self.frame.ravel()[:, None]
+                        * np.stack([np.ones(size * size), self.y.ravel(), self.x.ravel(), self.r.ravel(),
+                                    (self.r ** 2).ravel()], axis=1))
+        # the frame never touches the outer pixels: gradients there are not needed
+        inner = np.zeros((size, size), bool)
+        inner[1:-1, 1:-1] = True
+        assert not (self.frame & ~inner).any()
+        self.frame_inner = self.frame[1:-1, 1:-1].ravel().astype(np.float64)
+        self.blob_y, self.blob_x = self.y.ravel(), self.x.ravel()
+        self.blob_outside = (self.r > 1.0).ravel().astype(np.float64)
+        for value in vars(self).values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=2)
+def _geometry(size: int = FRAME_SIZE) -> _Geometry:
+    return _Geometry(size)
+
+
+def _moments(total, total_sq, count):
+    """mean and population stddev from sums, as ``masked_moments`` (0 for an empty mask)."""
+    safe = np.maximum(count, 1.0)
+    mean = np.where(count > 0, total / safe, 0.0)
+    var = np.where(count > 0, total_sq / safe - mean * mean, 0.0)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def _radial_features(z: np.ndarray, zz: np.ndarray, geo: _Geometry, inside_std: np.ndarray) -> dict:
+    """rotational_symmetry (variance of the rotational average over r <= 1), skewness, kurtosis."""
+    profile = (z @ geo.rings) / np.maximum(geo.ring_count, 1.0)
+    count = geo.mask_count[1]
+    _, rotational_std = _moments(profile @ geo.particle_ring_count, (profile * profile) @ geo.particle_ring_count,
+                                 count)
+    values = z[:, geo.particle_index]
+    centred = values - values.mean(axis=1, keepdims=True)
+    squared = centred * centred
+    var = squared.mean(axis=1)
+    ok = var > 1e-20 * np.maximum(np.abs(values).max(axis=1, initial=0.0) ** 2, 1e-300)
+    safe = np.where(ok, var, 1.0)
+    skew = np.where(ok, (squared * centred).mean(axis=1) / safe ** 1.5, 0.0)
+    kurt = np.where(ok, (squared * squared).mean(axis=1) / safe ** 2 - 3.0, 0.0)
+    return {
+        "rotational_symmetry": rotational_std ** 2 / np.where(inside_std > 0, inside_std ** 2, 1.0),
+        "skewness": skew,
+        "kurtosis": np.log(np.maximum(kurt + 3.0, 1.0)),
+    }
 
 
 def _spectral_features(z: np.ndarray, geo: _Geometry) -> dict:
-    tapered = (z * geo.taper).astype(np.float32)
+    n = len(z)
+    tapered = (z.reshape(n, geo.size, geo.size) * geo.taper).astype(np.float32)
     power = np.abs(sfft.rfft2(tapered, workers=FFT_WORKERS)).astype(np.float64) ** 2
-    low, mid, high = (np.einsum("nij,ij->n", power, band) for band in geo.band_masks)
+    sums = power.reshape(n, -1) @ geo.spectral
+    low, mid, high = sums[:, 0], sums[:, 1], sums[:, 2]
+    angular = sums[:, 3:]
     floor = 1e-12 * (low + mid + high) + 1e-300
-    angular = power.reshape(len(z), -1) @ geo.angle_onehot
     return {
         "power_mid": np.log10((mid + floor) / (low + floor)),
         "power_high": np.log10((high + floor) / (low + floor)),
@@ -260,17 +346,18 @@ def _spectral_features(z: np.ndarray, geo: _Geometry) -> dict:
 
 def _density_features(zl: np.ndarray, geo: _Geometry) -> dict:
     """Centre of mass and radial moments of the positive low-passed density; structure tensor."""
-    weights = np.clip(zl, 0.0, None) * geo.frame
-    total = weights.sum(axis=(1, 2))
+    n, size = len(zl), geo.size
+    sums = np.maximum(zl, 0.0).reshape(n, -1) @ geo.density
+    total = sums[:, 0]
     safe = np.where(total > 0, total, 1.0)
-    com_y = (weights * geo.y).sum(axis=(1, 2)) / safe
-    com_x = (weights * geo.x).sum(axis=(1, 2)) / safe
-    centroid = (weights * geo.r).sum(axis=(1, 2)) / safe
-    spread = np.sqrt(np.maximum((weights * geo.r ** 2).sum(axis=(1, 2)) / safe - centroid ** 2, 0.0))
-    gy, gx = np.gradient(zl, axis=(1, 2))
-    jxx = (gx * gx * geo.frame).sum(axis=(1, 2))
-    jyy = (gy * gy * geo.frame).sum(axis=(1, 2))
-    jxy = (gx * gy * geo.frame).sum(axis=(1, 2))
+    com_y, com_x, centroid = sums[:, 1] / safe, sums[:, 2] / safe, sums[:, 3] / safe
+    spread = np.sqrt(np.maximum(sums[:, 4] / safe - centroid ** 2, 0.0))
+    # np.gradient's central differences, on the inner pixels (the frame never reaches the edge)
+    gy = ((zl[:, 2:, 1:-1] - zl[:, :-2, 1:-1]) / 2.0).reshape(n, -1)
+    gx = ((zl[:, 1:-1, 2:] - zl[:, 1:-1, :-2]) / 2.0).reshape(n, -1)
+    jxx = (gx * gx) @ geo.frame_inner
+    jyy = (gy * gy) @ geo.frame_inner
+    jxy = (gx * gy) @ geo.frame_inner
     trace = jxx + jyy
     coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.where(trace > 0, trace, 1.0)
     return {
@@ -281,13 +368,22 @@ def _density_features(zl: np.ndarray, geo: _Geometry) -> dict:
     }
 
 
-def _blob_features(z: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
+def _blob_features(z: np.ndarray, zz: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
     """Otsu segmentation of the low-passed frame: blob counts, sizes, positions; solvent stats."""
-    n = len(z)
-    threshold = otsu_thresholds(zl[:, geo.r <= 1.2])
+    n, size = len(zl), geo.size
+    threshold = otsu_thresholds(zl.reshape(n, -1)[:, geo.otsu_index])
     binary = (zl > threshold[:, None, None]) & geo.frame
     labels, owner, n_labels = label_stack(binary, connectivity=8)
-    area = np.bincount(labels.ravel(), minlength=n_labels + 1).astype(np.float64)
+    # per-blob sums over the blob pixels only (labels are 0 elsewhere)
+    pixels = np.flatnonzero(binary)
+    blob_of_pixel = labels.reshape(-1)[pixels]
+    position = pixels % (size * size)
+
+    def per_label(pixel_values=None) -> np.ndarray:
+        weights = None if pixel_values is None else pixel_values[position]
+        return np.bincount(blob_of_pixel, weights=weights, minlength=n_labels + 1).astype(np.float64)
+
+    area = per_label()
     disc_area = np.pi * PARTICLE_RADIUS_PX ** 2
     keep = area >= MIN_BLOB_FRACTION * disc_area
     keep[0] = False
@@ -301,23 +397,22 @@ def _blob_features(z: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
     largest = np.zeros(n, dtype=np.int64)
     largest[owner[order[last_of_image]]] = order[last_of_image]
     has_blob = n_blobs > 0
-    flat_labels = labels.reshape(-1)
-
-    def per_label(pixel_values: np.ndarray) -> np.ndarray:
-        weights = np.broadcast_to(pixel_values, labels.shape).reshape(-1).astype(np.float64)
-        return np.bincount(flat_labels, weights=weights, minlength=n_labels + 1)
 
     safe_area = np.maximum(area[largest], 1.0)
-    offset = np.hypot(per_label(geo.y)[largest], per_label(geo.x)[largest]) / safe_area / PARTICLE_RADIUS_PX
-    outside_px = per_label(geo.r > 1.0)
+    offset = np.hypot(per_label(geo.blob_y)[largest], per_label(geo.blob_x)[largest]) / safe_area / PARTICLE_RADIUS_PX
+    outside_px = per_label(geo.blob_outside)
     outside_area = np.bincount(owner[kept], weights=outside_px[kept], minlength=n)
     blob_outside = outside_area / np.maximum(blob_area, 1.0)
 
     protein = keep[labels]
     solvent = geo.particle & ~dilate_stack(protein, iterations=SOLVENT_MARGIN_PX)
-    protein_m = masked_moments(z, protein)
-    solvent_m = masked_moments(z, solvent)
-    solvent_ok = solvent_m.count >= MIN_SOLVENT_PX
+    protein, solvent = protein.reshape(n, -1), solvent.reshape(n, -1)
+    protein_mean, _ = _moments(np.einsum("ij,ij->i", z, protein), np.einsum("ij,ij->i", zz, protein),
+                               protein.sum(axis=1).astype(np.float64))
+    solvent_count = solvent.sum(axis=1).astype(np.float64)
+    solvent_mean, solvent_std = _moments(np.einsum("ij,ij->i", z, solvent), np.einsum("ij,ij->i", zz, solvent),
+                                         solvent_count)
+    solvent_ok = solvent_count >= MIN_SOLVENT_PX
     nan = np.nan
     return {
         "n_blobs": np.log1p(n_blobs),
@@ -326,38 +421,42 @@ def _blob_features(z: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
         "largest_blob_share": np.where(has_blob, area[largest] / np.maximum(blob_area, 1.0), nan),
         "blob_offset": np.where(has_blob, offset, nan),
         "blob_outside": np.where(has_blob, blob_outside, nan),
-        "protein_solvent_contrast": np.where(has_blob & solvent_ok, protein_m.mean - solvent_m.mean, nan),
-        "solvent_flatness": np.where(solvent_ok, np.log10(np.maximum(solvent_m.std, 1e-3)), nan),
+        "protein_solvent_contrast": np.where(has_blob & solvent_ok, protein_mean - solvent_mean, nan),
+        "solvent_flatness": np.where(solvent_ok, np.log10(np.maximum(solvent_std, 1e-3)), nan),
     }
 
 
-def image_features(classset: ClassSet) -> dict:
-    """Raw image features by name ((n,) each, NaN where undefined) and the ``empty`` flag."""
-    geo = _Geometry()
-    frame = frame_images(classset).astype(np.float64)
-    n = len(frame)
-    stats = masked_moments(frame, geo.frame)
-    empty = _constant(classset.images) | (stats.std <= 1e-6 * (np.abs(frame).max(axis=(1, 2)) + 1e-30))
-    scale = np.where(empty, 1.0, stats.std)
-    z = (frame - stats.mean[:, None, None]) / scale[:, None, None]
-    zl = lowpass(z.astype(np.float32), SEGMENT_SHELL).astype(np.float64)
+def image_features(classset: ClassSet, frame=None) -> dict:
+    """Raw image features by name ((n,) each, NaN where undefined) and the ``empty`` flag.
 
-    inside = masked_moments(z, geo.particle)
-    around = masked_moments(z, geo.outside)
+    frame: the averages in the frame (:func:`frame_images`) when already computed.
+    """
+    geo = _geometry()
+    frame = frame_images(classset) if frame is None else as_stack(frame)
+    n, size = len(frame), geo.size
+    frame = frame.reshape(n, -1).astype(np.float64)
+    frame_sq = frame * frame
+    sums, sums_sq = frame @ geo.masks[:, :2], frame_sq @ geo.masks[:, :2]
+    mean, std = _moments(sums[:, 0], sums_sq[:, 0], geo.mask_count[0])
+    _, particle_std = _moments(sums[:, 1], sums_sq[:, 1], geo.mask_count[1])
+    empty = _constant(classset.images) | (std <= 1e-6 * (np.abs(frame).max(axis=1) + 1e-30))
+    scale = np.where(empty, 1.0, std)
+    z = (frame - mean[:, None]) / scale[:, None]
+    zz = z * z
+    zl = lowpass(z.reshape(n, size, size).astype(np.float32), SEGMENT_SHELL).astype(np.float64)
+
+    sums, sums_sq = z @ geo.masks[:, 1:], zz @ geo.masks[:, 1:]
+    inside_mean, inside_std = _moments(sums[:, 0], sums_sq[:, 0], geo.mask_count[1])
+    around_mean, around_std = _moments(sums[:, 1], sums_sq[:, 1], geo.mask_count[2])
     raw = {
-        "log_signal_std": np.log10(np.maximum(masked_moments(frame, geo.particle).std, 1e-6)),
-        "contrast_in_out": inside.mean - around.mean,
-        "outside_signal": np.log10(np.maximum(around.std / np.where(inside.std > 0, inside.std, 1.0), 0.01)),
+        "log_signal_std": np.log10(np.maximum(particle_std, 1e-6)),
+        "contrast_in_out": inside_mean - around_mean,
+        "outside_signal": np.log10(np.maximum(around_std / np.where(inside_std > 0, inside_std, 1.0), 0.01)),
     }
-    profile, _ = radial_profile(z)
-    rotational = profile[:, np.minimum(geo.radial_bins, profile.shape[1] - 1)]
-    rot_var = masked_moments(rotational, geo.particle).std ** 2
-    raw["rotational_symmetry"] = rot_var / np.where(inside.std > 0, inside.std ** 2, 1.0)
-    skew, kurt = skewness_kurtosis(z, geo.particle)
-    raw["skewness"], raw["kurtosis"] = skew, np.log(np.maximum(kurt + 3.0, 1.0))
+    raw.update(_radial_features(z, zz, geo, inside_std))
     raw.update(_spectral_features(z, geo))
     raw.update(_density_features(zl, geo))
-    raw.update(_blob_features(z, zl, geo))
+    raw.update(_blob_features(z, zz, zl, geo))
     for name in raw:
         raw[name] = np.where(empty, np.nan, raw[name])
     raw["empty"] = empty.astype(float)
@@ -376,15 +475,18 @@ def normalise(raw: dict) -> np.ndarray:
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def classranker_raw_features(classset: ClassSet) -> dict:
-    """All raw (unnormalised) features by name."""
+def classranker_raw_features(classset: ClassSet, frame=None) -> dict:
+    """All raw (unnormalised) features by name; ``frame``: :func:`frame_images`, when already computed."""
     raw = metadata_features(classset)
-    raw.update(image_features(classset))
+    raw.update(image_features(classset, frame=frame))
     return raw
 
 
-def classranker_features(classset: ClassSet) -> np.ndarray:
-    """(n, F) float32 ClassRanker feature vectors, columns ``CLASSRANKER_FEATURE_NAMES``."""
+def classranker_features(classset: ClassSet, frame=None) -> np.ndarray:
+    """(n, F) float32 ClassRanker feature vectors, columns ``CLASSRANKER_FEATURE_NAMES``.
+
+    frame: the averages in the frame (:func:`frame_images`) when already computed.
+    """
     if len(classset) == 0:
         return np.zeros((0, len(SPECS)), dtype=np.float32)
-    return normalise(classranker_raw_features(classset))
+    return normalise(classranker_raw_features(classset, frame=frame))

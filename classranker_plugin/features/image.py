@@ -6,6 +6,7 @@ convention, and it stays on pixel ``size // 2`` through cropping, padding and re
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple, Optional
 
@@ -109,6 +110,13 @@ def _window_grid(window_px: float, size: int, tries: int = 16):
     return best[1], best[2]
 
 
+class Window(NamedTuple):
+    """One framed image of a stack: the centre ``window_px`` resampled to ``size`` px, ``fill`` outside."""
+    window_px: float
+    size: int
+    fill: object = 0.0
+
+
 def window_resample(stack: np.ndarray, window_px: float, size: int, fill=0.0) -> np.ndarray:
     """The centre window of ``window_px`` (any real number of pixels) resampled to ``size`` px.
 
@@ -117,14 +125,93 @@ def window_resample(stack: np.ndarray, window_px: float, size: int, fill=0.0) ->
     that ``window_px`` spans ``size`` px, then the centre ``size`` px are kept. The cut is chosen
     among a few even sizes to make the scale error small (typically < 0.2%), so the same physical
     window gives the same image whatever the box and pixel size.
+
+    Computed as the equivalent separable linear map (see :func:`resample_windows`).
+    """
+    return resample_windows(stack, [Window(window_px, size, fill)])[0]
+
+
+def _window_operator_1d(box: int, cut: int, resampled: int, size: int) -> np.ndarray:
+    """(size, cut + box) float64: one axis of crop_or_pad(box -> cut), fourier_resample(cut ->
+    resampled), crop_or_pad(resampled -> size), as a matrix.
+
+    Columns ``[:box]`` act on the box's pixels; columns ``[box:]`` are the operator on the whole cut
+    (their row sums give the image of a constant window, used for the fill).
+    """
+    if resampled == cut:
+        operator = np.eye(cut)
+    else:
+        # fourier_resample keeps the frequencies |k| <= kmax of the cut; along one axis it is
+        # x_out[m] = sum_j x[j] (1 + 2 sum_k cos(2 pi k (m / resampled - j / cut))) / cut
+        kmax = (min(cut, resampled) - 1) // 2
+        k = np.arange(1, kmax + 1, dtype=np.int64)
+        m = np.arange(resampled, dtype=np.int64)
+        j = np.arange(cut, dtype=np.int64)
+        period = resampled * cut                  # exact integer phases, reduced before the cosine
+        turns = np.mod(k[None, None, :] * (m[:, None, None] * cut - j[None, :, None] * resampled), period)
+        operator = (1.0 + 2.0 * np.cos(2.0 * np.pi * turns / period).sum(axis=2)) / cut
+    rows = np.arange(size) - (size // 2 - resampled // 2)          # crop_or_pad(resampled -> size)
+    on_grid = (rows >= 0) & (rows < resampled)
+    framed = np.zeros((size, cut))
+    framed[on_grid] = operator[rows[on_grid]]
+    source = np.arange(box) + (cut // 2 - box // 2)                # crop_or_pad(box -> cut)
+    in_cut = (source >= 0) & (source < cut)
+    on_box = np.zeros((size, box))
+    on_box[:, in_cut] = framed[:, source[in_cut]]
+    return np.concatenate([on_box, framed], axis=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_operator(box: int, window_px: float, size: int):
+    """(matrix (size, box) float32, fill image (size, size) float64) of one window, read-only.
+
+    The framed image is ``matrix @ image @ matrix.T + fill_value * fill_image``: the fill covers
+    the cut where the box does not (the whole cut's image minus the box's).
+    """
+    cut, resampled = _window_grid(window_px, size)
+    full = _window_operator_1d(box, cut, resampled, size)
+    matrix, whole = full[:, :box], full[:, box:]
+    on_box, on_cut = matrix.sum(axis=1), whole.sum(axis=1)
+    fill_image = np.outer(on_cut, on_cut) - np.outer(on_box, on_box)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False
+    fill_image.flags.writeable = False
+    return matrix, fill_image
+
+
+def resample_windows(stack: np.ndarray, windows, chunk_pixels: int = 1 << 21) -> list:
+    """Several framed images of every image of ``stack`` in one pass over it.
+
+    ``windows``: :class:`Window` (window_px, size, fill) tuples, each as in :func:`window_resample`.
+    Returns one (n, size, size) float32 array per window. Cropping, padding and Fourier
+    resampling are linear and separable, so every window is ``A @ image @ A.T`` (plus the fill
+    times a fixed image) with a small real matrix ``A`` (size x box): the products along x of all
+    windows are one matrix product over the stack, a few images at a time (float32, as the FFTs
+    were; the result equals the crop / FFT / crop route to float32 rounding).
     """
     stack = as_stack(stack)
-    window_px = float(window_px)
-    if window_px <= 0:
-        raise ValueError(f"window must be positive, got {window_px}")
-    cut, resampled_size = _window_grid(window_px, size)
-    framed = crop_or_pad(stack, cut, fill)
-    return crop_or_pad(fourier_resample(framed, resampled_size), size)
+    windows = [Window(float(w[0]), int(w[1]), w[2] if len(w) > 2 else 0.0) for w in windows]
+    n, box = stack.shape[0], stack.shape[1]
+    for window in windows:
+        if window.window_px <= 0:
+            raise ValueError(f"window must be positive, got {window.window_px}")
+    operators = [_window_operator(box, window.window_px, window.size) for window in windows]
+    outputs = [np.empty((n, w.size, w.size), dtype=np.float32) for w in windows]
+    if n == 0 or not windows:
+        return outputs
+    stacked = np.concatenate([matrix for matrix, _ in operators], axis=0).T.copy()   # (box, sum sizes)
+    edges = np.cumsum([0] + [w.size for w in windows])
+    step = max(1, chunk_pixels // (box * box))
+    for start in range(0, n, step):
+        block = stack[start:start + step]
+        along_x = (block.reshape(-1, box) @ stacked).reshape(len(block), box, -1)
+        for index, (matrix, _) in enumerate(operators):
+            np.matmul(matrix, along_x[:, :, edges[index]:edges[index + 1]], out=outputs[index][start:start + step])
+    for window, (_, fill_image), out in zip(windows, operators, outputs):
+        fill = np.asarray(window.fill, dtype=np.float64)
+        if np.any(fill != 0):
+            out += (fill.reshape(-1, 1, 1) * fill_image).astype(np.float32)
+    return outputs
 
 
 def edge_mean(stack: np.ndarray) -> np.ndarray:
@@ -296,11 +383,30 @@ def label_stack(binary: np.ndarray, connectivity: int = 4):
 
 
 def dilate_stack(binary: np.ndarray, iterations: int = 1, connectivity: int = 4) -> np.ndarray:
-    """Binary dilation of every image of a stack (never across images)."""
+    """Binary dilation of every image of a stack (never across images), outside the image False.
+
+    The same as ``scipy.ndimage.binary_dilation`` with the 3 x 3 cross (4) or square (8) in the
+    image plane, done with shifted ORs over the whole stack.
+    """
     binary = np.asarray(binary, dtype=bool)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    return ndimage.binary_dilation(binary, structure=structure, iterations=iterations)
+    if binary.ndim == 2:
+        return dilate_stack(binary[None], iterations, connectivity)[0]
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    out = binary.copy()
+    for _ in range(int(iterations)):
+        previous = out
+        out = previous.copy()
+        out[:, 1:, :] |= previous[:, :-1, :]
+        out[:, :-1, :] |= previous[:, 1:, :]
+        if connectivity == 8:       # the square: the rows already grown, shifted sideways
+            grown = out.copy()
+            out[:, :, 1:] |= grown[:, :, :-1]
+            out[:, :, :-1] |= grown[:, :, 1:]
+        else:
+            out[:, :, 1:] |= previous[:, :, :-1]
+            out[:, :, :-1] |= previous[:, :, 1:]
+    return out
 
 
 # ----------------------------------------------------------------------------- grey morphology
