@@ -143,10 +143,9 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
                            extra_columns={"rlnClassRankerExplanation": result.explanations}
                            if result.explanations else None)
         write_selected_class_averages(tmp / "class_averages.star", classset, keep, result.scores)
-        if classset.particles is not None:
-            write_particles(tmp / "particles.star", classset, classset.class_numbers[keep])
-            if write_rejected:
-                write_particles(tmp / "particles_rejected.star", classset, classset.class_numbers[~keep])
+        if classset.has_particles:  # one streamed pass over the data.star writes both subsets
+            write_particles(tmp / "particles.star", classset, classset.class_numbers[keep],
+                            rejected_path=tmp / "particles_rejected.star" if write_rejected else None)
         if classset.extra.get("cryosparc_particles") is not None:
             write_cryosparc_particles(tmp / "particles_selected.cs", classset, classset.class_numbers[keep])
             if write_rejected:
