@@ -78,7 +78,7 @@ def run_job(args) -> int:
         ranker = load_model(args.model, device=args.device)
         summary = auto_select(classset, job_dir, ranker, cutoff=args.cutoff, min_classes=args.min_classes,
                               min_particles=args.min_particles, device=args.device)
-        write_output_nodes(job_dir, classset.particles is not None)
+        write_output_nodes(job_dir, classset.has_particles)
         print(format_summary(summary))
     except Exception as error:  # RELION must see every failure as a failed job
         message = str(error) if isinstance(error, InputError) else traceback.format_exc()

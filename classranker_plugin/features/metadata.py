@@ -20,8 +20,8 @@ def positive_or_none(value) -> Optional[float]:
 def total_particles(classset: ClassSet) -> float:
     """Number of particles of the whole job: the particle table when present, else the sum of the
     known per-class counts, else NaN."""
-    if classset.particles is not None:
-        return float(len(classset.particles))
+    if classset.particle_set is not None:
+        return float(len(classset.particle_set))
     counts = classset.stat("particle_count")
     return float(np.nansum(counts)) if np.isfinite(counts).any() else float("nan")
 
@@ -29,12 +29,10 @@ def total_particles(classset: ClassSet) -> float:
 def counted_particles(classset: ClassSet) -> np.ndarray:
     """(n,) particles per class from the particle table (NaN without one)."""
     n = len(classset)
-    if classset.particles is None or "rlnClassNumber" not in classset.particles:
+    particles = classset.particle_set  # per-class counts; a streamed data.star is not read again
+    if particles is None or not particles.has_class_column:
         return np.full(n, np.nan)
-    numbers = classset.particles["rlnClassNumber"].to_numpy()
-    numbers = numbers[np.isfinite(numbers.astype(float))].astype(np.int64)
-    counts = np.bincount(numbers, minlength=int(classset.class_numbers.max(initial=0)) + 1)
-    return counts[classset.class_numbers].astype(float)
+    return particles.counts_for(classset.class_numbers)
 
 
 def particle_counts(classset: ClassSet) -> np.ndarray:

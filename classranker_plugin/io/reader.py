@@ -10,7 +10,7 @@ from typing import Optional, Union
 from ..classset import ClassSet
 from ..errors import InputError
 from .cryosparc import is_cryosparc_input, read_cryosparc_job
-from .relion import (RUN_NAME, JobFiles, attach_particles, read_data_star, read_relion_job,
+from .relion import (RUN_NAME, JobFiles, attach_particles, read_particles, read_relion_job,
                      resolve_project_path)
 from .stack import MRC_SUFFIXES, read_stack
 from .star import read_star
@@ -69,7 +69,7 @@ def read_classes(path: PathLike, data_star: Optional[PathLike] = None,
         if stats is None and RELION_STACK.match(path.name):
             log.warning("%s is a RELION stack: give its run_itNNN_model.star to use the job's "
                         "statistics and particles", path)
-        particles = read_data_star(data_star) if data_star is not None else None
+        particles = read_particles(data_star) if data_star is not None else None
         classset = read_stack(path, stats=stats, pixel_size=pixel_size,
                               particle_diameter=particle_diameter)
         if particles is not None:

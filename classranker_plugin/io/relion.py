@@ -26,8 +26,9 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
-from ..classset import ClassSet
+from ..classset import ClassSet, ParticleSet
 from ..errors import InputError
+from .particles import stream_particles, stream_writer
 from .stack import mrc_shape, read_mrc_images, translations_to_angstrom
 from .star import as_int_array, loop_block, read_star, require_columns
 from .validate import check_box, check_particle_classes, check_positive, listed, validate_classes
@@ -148,14 +149,30 @@ def particle_counts(particle_classes: np.ndarray, class_numbers: np.ndarray) -> 
     return counts[class_numbers].astype(float)
 
 
-def attach_particles(classset: ClassSet, particles: pd.DataFrame, optics: Optional[pd.DataFrame],
-                     data_star: PathLike) -> ClassSet:
-    """Set particles/optics and the particle counts of ``classset`` (class numbers checked)."""
+def read_particles(path: PathLike) -> tuple[ParticleSet, Optional[pd.DataFrame]]:
+    """(particles, optics) of a RELION data.star without reading its whole table: one streamed pass
+    counts the particles per class (:mod:`.particles`); subsets are copied row by row from the file
+    and the full table (starfile, :func:`read_data_star`) is read only if ``.table()`` is asked for.
+    optics is None for RELION 3.0 files."""
+    path = Path(path)
+    return stream_particles(path, load_table=lambda: read_data_star(path)[0])
+
+
+def attach_particles(classset: ClassSet, particles: Union[pd.DataFrame, ParticleSet],
+                     optics: Optional[pd.DataFrame], data_star: PathLike) -> ClassSet:
+    """Set particles/optics and the particle counts of ``classset`` (class numbers checked).
+
+    particles: a ParticleSet (:func:`read_particles`) or the table read from ``data_star`` (its
+    subsets are then copied verbatim from ``data_star`` when the rows still match).
+    """
     numbers = classset.class_numbers
-    particle_classes = particles["rlnClassNumber"].to_numpy(dtype=np.int64)
-    check_particle_classes(particle_classes, numbers, data_star)
+    if isinstance(particles, pd.DataFrame):
+        particles = ParticleSet.from_table(particles, source=str(data_star),
+                                           write_subset=stream_writer(data_star, len(particles)))
+    values, _ = particles.class_counts()
+    check_particle_classes(values, numbers, data_star)
     classset.particles, classset.optics = particles, optics
-    classset.table["particle_count"] = particle_counts(particle_classes, numbers)
+    classset.table["particle_count"] = particles.counts_for(numbers)
     classset.extra["data_star"] = str(data_star)
     return classset
 
@@ -290,7 +307,7 @@ def read_relion_job(path: PathLike, data_star: Optional[PathLike] = None,
     data_star = Path(data_star) if data_star is not None else files.data
     if not with_particles:
         data_star = None
-    particles, optics = read_data_star(data_star) if data_star is not None else (None, None)
+    particles, optics = read_particles(data_star) if data_star is not None else (None, None)
     table = class_table(classes, pixel_size, files.model)
     box = general.get("rlnOriginalImageSize")
     images = read_reference_images(classes["rlnReferenceImage"], table["class_number"].to_numpy(),

@@ -88,12 +88,13 @@ def validate_classes(classset: ClassSet) -> None:
     check_positive(classset.pixel_size, "pixel size", path)
     check_positive(classset.particle_diameter, "particle diameter", path)
     check_finite_images(images, numbers, path)
-    if classset.particles is not None:
+    particles = classset.particle_set  # counts only: a streamed data.star is not read again
+    if particles is not None:
         data_path = classset.extra.get("data_star") or path
-        if "rlnClassNumber" not in classset.particles:
+        if not particles.has_class_column:
             raise InputError("the particles table lacks rlnClassNumber", data_path,
                              "give the data.star written by the classification job")
-        check_particle_classes(classset.particles["rlnClassNumber"].to_numpy(), numbers, data_path)
+        check_particle_classes(particles.class_counts()[0], numbers, data_path)
 
 
 def check_not_all_blank(classset: ClassSet) -> None:

@@ -13,9 +13,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from ..classset import ClassSet, RELION_LABELS
+from ..classset import ClassSet, RELION_LABELS, Selection
 from ..errors import InputError
-from .atomic import atomic_write
+from .particles import RowCountMismatch, write_subset
 from .star import write_star
 
 PathLike = Union[str, os.PathLike]
@@ -105,13 +105,18 @@ def select_particles(particles: pd.DataFrame, class_numbers: Iterable[int]) -> p
     return particles.loc[mask]
 
 
-def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: Iterable[int]) -> Path:
+def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: Iterable[int],
+                    rejected_path: Optional[PathLike] = None) -> Path:
     """particles.star with the particles of the selected classes, in their original order.
 
     RELION 3.1+ input: optics table kept as read, then the ``particles`` table; RELION 3.0 input:
-    one unnamed table, as it came.
+    one unnamed table, as it came. When the particles come from a data.star (``extra["data_star"]``)
+    its rows are copied verbatim in one streamed pass (:mod:`.particles`), memory independent of the
+    number of particles; otherwise the table is written. ``rejected_path``: also write the other
+    particles there (same pass).
     """
-    if classset.particles is None:
+    particle_set = classset.particle_set
+    if particle_set is None:
         raise InputError("no particles to write (no data.star was read)", classset.source or None,
                          "give the job's run_itNNN_data.star (data_star=...)")
     wanted = np.asarray(list(selected_class_numbers), dtype=np.int64)
@@ -119,56 +124,41 @@ def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: 
     if unknown.size:
         raise ValueError(f"selected class numbers {unknown.tolist()} are not among the classes")
     source = classset.extra.get("data_star")
-    if source and Path(source).is_file():
-        keep = np.isin(classset.particles["rlnClassNumber"].to_numpy(), wanted)
-        block = "particles" if classset.optics is not None else None
-        if copy_selected_rows(source, block, keep, path):
+    if source and Path(source).is_file() and particle_set.write_subset is not None:
+        if particle_set.table_loaded:  # rows chosen from the table as it is now
+            selection = Selection(rows=np.isin(particle_set.class_numbers, wanted))
+        else:
+            selection = Selection(classes=wanted)
+        try:
+            particle_set.write_subset(path, selection, rejected_path)
             return Path(path)
-    subset = select_particles(classset.particles, wanted)
-    if classset.optics is not None:
-        blocks = {"optics": classset.optics, "particles": subset}
-    else:
-        blocks = {"": subset}
-    return write_star(path, blocks)
-
-
-def _block_rows(lines: list, block: Optional[str]) -> Optional[tuple]:
-    """(first, end, row line indices) of the loop rows of ``block`` (None: the first block)."""
-    start = None
-    for index, line in enumerate(lines):
-        if line.startswith(b"data_") and (block is None or line.strip() == b"data_" + block.encode()):
-            start = index
-            break
-    if start is None:
-        return None
-    index = start + 1
-    while index < len(lines) and not lines[index].startswith(b"_"):
-        index += 1  # blank lines, comments, loop_
-    while index < len(lines) and lines[index].startswith(b"_"):
-        index += 1  # the column labels
-    first = index
-    while index < len(lines) and not lines[index].startswith(b"data_"):
-        index += 1
-    rows = [i for i in range(first, index) if lines[i].strip() and not lines[i].lstrip().startswith(b"#")]
-    return first, index, rows
+        except RowCountMismatch:
+            if not particle_set.table_loaded:
+                raise
+    particles = classset.particles
+    for target, keep in ((path, True), (rejected_path, False)):
+        if target is None:
+            continue
+        mask = np.isin(particles["rlnClassNumber"].to_numpy(), wanted) == keep
+        subset = particles.loc[mask]
+        if classset.optics is not None:
+            blocks = {"optics": classset.optics, "particles": subset}
+        else:
+            blocks = {"": subset}
+        write_star(target, blocks)
+    return Path(path)
 
 
 def copy_selected_rows(source: PathLike, block: Optional[str], keep: np.ndarray, path: PathLike) -> bool:
-    """Write ``source`` with only the rows of ``block`` where ``keep`` is True, copying the text verbatim.
+    """Write ``source`` with only the rows of its particles loop where ``keep`` is True, verbatim.
 
-    Bounded by I/O (no number formatting); returns False, writing nothing, when the file's rows do not
-    line up one to one with ``keep`` (then the caller writes from the table).
+    Streamed (:func:`.particles.write_subset`); returns False, writing nothing, when the file's
+    rows do not line up one to one with ``keep`` (then the caller writes from the table).
+    ``block`` is kept for compatibility: the particles loop is found as the readers find it.
     """
-    lines = Path(source).read_bytes().split(b"\n")
-    found = _block_rows(lines, block)
-    if found is None or len(found[2]) != len(keep):
+    try:
+        write_subset(source, [(path, Selection(rows=np.asarray(keep, dtype=bool)))],
+                     expected_rows=len(keep))
+    except RowCountMismatch:
         return False
-    first, end, rows = found
-    selected = [lines[i] for i in np.asarray(rows)[np.asarray(keep, bool)]]
-    with atomic_write(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(b"\n".join(lines[:first]) + b"\n")
-            if selected:
-                handle.write(b"\n".join(selected) + b"\n")
-            handle.write(b"\n".join(lines[end:]))
     return True
