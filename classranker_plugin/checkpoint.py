@@ -38,6 +38,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
+from .job_head import JobHead
 from .model import build_network
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Ranker:
     provenance: dict = field(default_factory=dict)
     path: Optional[str] = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    job_head: Optional[JobHead] = None   # within-job combination of the network's logits (job_head.py)
 
     @property
     def image_size(self) -> int:
@@ -140,6 +142,15 @@ class Ranker:
                                             feats[start:start + step]).float().cpu().numpy()
                                for start in range(0, len(images), step)])
 
+    def job_scores(self, logits: np.ndarray, features: np.ndarray, names) -> tuple:
+        """(final logits, scores) of ONE job's classes from the network's logits: through the job head
+        when the checkpoint has one (its output is calibrated: score = sigmoid(logit)), else the
+        network's calibrated scores."""
+        if self.job_head is None:
+            return logits, self.scores_from_logits(logits)
+        final = self.job_head.logits(logits, features, names)
+        return final, calibrated_scores(final)
+
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.output == "score":  # RELION models regress the score directly
             return np.clip(logits, 0.0, 1.0)
@@ -172,6 +183,7 @@ def save_checkpoint(path, ranker: Ranker, extra: Optional[dict] = None) -> Path:
         "output": ranker.output,
         "temperature": float(ranker.temperature),
         "bias": float(ranker.bias),
+        **({"job_head": ranker.job_head.to_dict()} if ranker.job_head is not None else {}),
         "metrics": _plain(ranker.metrics),
         "provenance": _plain(provenance),
         "state_dict": {k: v.detach().cpu() for k, v in ranker.network.state_dict().items()},
@@ -252,6 +264,12 @@ def load_model(path=None, device: str = "auto", feature_names=None, trust_torchs
                     temperature=float(payload.get("temperature", 1.0)), bias=float(payload.get("bias", 0.0)),
                     metrics=payload.get("metrics", {}),
                     provenance=payload.get("provenance", {}), path=str(path))
+    if "job_head" in payload:
+        try:
+            ranker.job_head = JobHead.from_dict(payload["job_head"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"the checkpoint's job head is damaged ({error})", path,
+                             fix="re-copy the checkpoint or refit its job head") from None
     return ranker.to(resolve_device(device))
 
 

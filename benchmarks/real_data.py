@@ -1,0 +1,179 @@
+"""Leave one real dataset out: the model beside every trivial ranker on real, hand-labelled classes.
+
+For each real dataset in data/real/ (files in scratch/real/, see training/real_data.py), the job head
+is fitted on the RELION-made corpus (training split) and on every OTHER real dataset, then the held-out
+dataset is scored: by the network alone (the bundled model's own calibrated score), by network + job
+head, and by each trivial ranker available for it (class distribution, resolution, particle count,
+the empty-class heuristic). Reported per dataset: ROC-AUC, MCC at 0.5 and at the best threshold,
+share of good classes kept at 0.5; and the same without any metadata (every statistic unknown).
+Prints a markdown table; --out writes the per-class scores and the table.
+
+    python benchmarks/real_data.py [--model M] [--out benchmarks/real_data] [--l2 0.01]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from classranker_plugin.checkpoint import load_model  # noqa: E402
+from classranker_plugin.training.job_head_fit import (JobRecord, drop_metadata, fit_head,  # noqa: E402
+                                                     head_scores)
+from classranker_plugin.training.metrics import binary_report  # noqa: E402
+from classranker_plugin.training.real_data import list_datasets, score_dataset  # noqa: E402
+
+
+def corpus_records(path: Path, ranker) -> tuple[list, list]:
+    """Per job of a dataset folder (e.g. data/relion_corpus/train): a JobRecord and its copy without
+    metadata; and the feature names."""
+    from classranker_plugin.training.dataset import load_dataset
+
+    data = load_dataset(path)
+    images, values = np.asarray(data.images), np.asarray(data.features)
+    values_nm = drop_metadata(values, data.feature_names, ranker.feature_set)
+    logits, logits_nm = ranker.logits(images, values), ranker.logits(images, values_nm)
+    labels = (np.asarray(data.labels) >= 0.5).astype(float)
+    records = []
+    for job, rows in data.meta.groupby("job").indices.items():
+        records.append(JobRecord(str(job), logits[rows], values[rows], labels[rows], group="corpus"))
+        records.append(JobRecord(f"{job} (no metadata)", logits_nm[rows], values_nm[rows], labels[rows],
+                                 group="corpus"))
+    return records, data.feature_names
+
+
+def real_records(scored, ranker) -> tuple[JobRecord, JobRecord]:
+    """A real dataset as a JobRecord, and the same without metadata."""
+    values_nm = drop_metadata(scored.values, scored.names, ranker.feature_set)
+    name = scored.dataset.name
+    return (JobRecord(name, scored.logits, scored.values, scored.labels, group="real"),
+            JobRecord(f"{name} (no metadata)", ranker.logits(scored.images, values_nm), values_nm, scored.labels,
+                      group="real"))
+
+
+def prepare(ranker, datasets, args):
+    """(corpus records, feature names, scored real datasets, their records) for one network."""
+    corpus, names = corpus_records(Path(args.corpus), ranker)
+    scored = {d.name: score_dataset(d, ranker) for d in datasets}
+    return corpus, names, scored, {name: real_records(s, ranker) for name, s in scored.items()}
+
+
+def finetuned(held, others, args):
+    """The network fine-tuned on the corpus and ``others`` (never ``held``), loaded."""
+    from classranker_plugin.checkpoint import BUNDLED_MODEL
+    from classranker_plugin.training.dataset import build_dataset
+    from classranker_plugin.training.dataset_source import DatasetSource
+    from classranker_plugin.training.real_data import RealSource
+    from classranker_plugin.training.trainer import train
+
+    folder = Path(args.out or REPO / "scratch" / "real_eval") / "folds" / held.name
+    model = folder / "train" / "model.pt"
+    if not model.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        sources = [DatasetSource(args.corpus)] + [RealSource(d) for d in others for _ in range(args.real_repeat)]
+        build_dataset(sources, folder / "dataset", seed=1)
+        train(folder / "dataset", folder / "train", epochs=args.finetune, lr=3e-4, init=args.model or BUNDLED_MODEL,
+              device="cpu", seed=1, patience=args.finetune, progress=False)
+    return load_model(model, device="cpu")
+
+
+def metrics(labels, scores, empty, cutoff=0.5) -> dict:
+    scores = np.where(empty, 0.0, scores)
+    report = binary_report(labels, scores, cutoff)
+    y = labels[np.isfinite(labels)] == 1
+    s = scores[np.isfinite(labels)]
+    best = report["at_best_mcc"] or {}
+    return {"roc_auc": report["roc_auc"], "mcc_at_0.5": report["at_cutoff"]["mcc"],
+            "best_mcc": best.get("mcc", np.nan), "good_kept_at_0.5": float((s[y] >= cutoff).mean()) if y.any() else np.nan}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="network checkpoint (default: the bundled model)")
+    parser.add_argument("--corpus", default=str(REPO / "data" / "relion_corpus" / "train"))
+    parser.add_argument("--l2", type=float, default=0.01)
+    parser.add_argument("--real-weight", type=float, default=1.0,
+                        help="total weight of the real datasets relative to the corpus in the head fit")
+    parser.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                        help="per held-out dataset, first fine-tune the network for EPOCHS on the corpus and "
+                             "the other real datasets (0: the network as it is)")
+    parser.add_argument("--real-repeat", type=int, default=2, help="copies of each real dataset in a fine-tune")
+    parser.add_argument("--out", help="folder for per-class scores and the table")
+    args = parser.parse_args(argv)
+
+    base_ranker = load_model(args.model, device="cpu")
+    datasets = []
+    for dataset in list_datasets():
+        try:
+            score_dataset(dataset, base_ranker)
+            datasets.append(dataset)
+        except Exception as error:  # report and go on: one dataset's files may be missing here
+            print(f"skipped {dataset.name}: {error}", file=sys.stderr)
+    rows, per_class, shared = [], [], None
+    for dataset in datasets:
+        if args.finetune:   # the network too is trained without the held-out dataset
+            ranker = finetuned(dataset, [d for d in datasets if d is not dataset], args)
+            fold = prepare(ranker, datasets, args)
+        else:
+            ranker = base_ranker
+            shared = shared or prepare(ranker, datasets, args)
+            fold = shared
+        corpus, names, scored, records = fold
+        held = scored[dataset.name]
+        train = corpus + [r for name, pair in records.items() if name != dataset.name for r in pair]
+        head = fit_head(train, names, l2=args.l2, group_weights={"corpus": 1.0, "real": args.real_weight})
+        with_metadata, without = records[dataset.name]
+        variants = {
+            "network": ranker.scores_from_logits(held.logits),
+            "network + job head": head_scores(head, with_metadata, names),
+            "network + job head, no metadata": head_scores(head, without, names),
+        }
+        variants.update({f"trivial: {k}": v for k, v in held.baselines.items()})
+        n_labelled = np.isfinite(held.labels)
+        base = {"dataset": held.dataset.name, "classes": int(n_labelled.sum()),
+                "good": int((held.labels == 1).sum())}
+        for name, scores in variants.items():
+            m = metrics(held.labels, np.asarray(scores, float), held.empty)
+            if name.startswith("trivial"):
+                m = {"roc_auc": m["roc_auc"]}
+            rows.append({**base, "ranker": name, **m})
+            per_class.append(pd.DataFrame({"dataset": held.dataset.name, "ranker": name,
+                                           "class_number": held.classset.class_numbers,
+                                           "label": held.labels, "score": np.asarray(scores, float)}))
+    table = pd.DataFrame(rows)
+    print(markdown(table))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "lodo.csv", index=False)
+        pd.concat(per_class).to_csv(out / "per_class.csv", index=False)
+        (out / "lodo.md").write_text(markdown(table) + "\n")
+        (out / "run.json").write_text(json.dumps(vars(args), indent=2))
+    return 0
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """One row per held-out dataset: model and head beside the best trivial ranker."""
+    lines = ["| held-out dataset | classes (good) | network ROC-AUC | + job head ROC-AUC | head, no metadata | "
+             "best trivial (ROC-AUC) | head MCC@0.5 / best | good kept at 0.5 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, group in table.groupby("dataset", sort=False):
+        by = group.set_index("ranker")
+        trivial = by[by.index.str.startswith("trivial")]["roc_auc"].dropna()
+        best = f"{trivial.idxmax().split(': ')[1]} {trivial.max():.3f}" if len(trivial) else "-"
+        head = by.loc["network + job head"]
+        lines.append(f"| {name} | {int(head['classes'])} ({int(head['good'])}) | {by.loc['network', 'roc_auc']:.3f} | "
+                     f"{head['roc_auc']:.3f} | {by.loc['network + job head, no metadata', 'roc_auc']:.3f} | {best} | "
+                     f"{head['mcc_at_0.5']:.2f} / {head['best_mcc']:.2f} | {head['good_kept_at_0.5']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The job head: the network's verdict combined with where each class stands within its own job.
+
+Sorting a job's classes by class distribution or by resolution is a strong ranker on real data,
+because it is *relative*: what counts as a big class or a fine resolution depends on the job (the
+number of classes, the particle count, the sampling). The network sees one class at a time and
+judges it on an absolute scale learnt from its training data. The head is a logistic regression
+over
+
+- the network's logit (absolute), its within-job z-score and rank,
+- for each statistic in ``RELATIVE_FEATURES`` that is known: its within-job z-score and rank,
+
+where z = (x - median) / (1.4826 MAD), clipped to [-3, 3], and rank runs from -0.5 (lowest in the
+job) to 0.5 (highest), both over the job's non-empty classes with the statistic known; a class whose
+statistic is unknown gets 0 for both. The head's output is the final logit; its score is
+sigmoid(logit). It is stored in the checkpoint as plain numbers (``JobHead.to_dict``), never code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: feature-vector entries used relative to the job (each with its *_known flag where it has one)
+RELATIVE_FEATURES = ("log_class_distribution", "log_particle_count", "resolution_relative",
+                     "accuracy_rotations", "accuracy_translations", "log_signal_std", "contrast_in_out",
+                     "protein_solvent_contrast", "solvent_flatness", "outside_signal", "com_offset",
+                     "radial_spread", "rotational_symmetry", "power_mid")
+#: statistics where lower is better (z and rank are negated, so that higher always reads "better")
+LOWER_IS_BETTER = ("resolution_relative", "accuracy_rotations", "accuracy_translations")
+Z_CLIP = 3.0
+MAD_SCALE = 1.4826
+HEAD_FORMAT = "classranker-job-head-1"
+
+
+def _known(values: np.ndarray, names: list, name: str) -> np.ndarray:
+    flag = f"{name}_known"
+    known = np.ones(len(values), bool) if flag not in names else values[:, names.index(flag)] > 0.5
+    if "empty" in names:
+        known &= values[:, names.index("empty")] < 0.5
+    return known
+
+
+def relative(column: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z-score, rank in [-0.5, 0.5]) of ``column`` among the ``known`` entries; 0 elsewhere."""
+    z, rank = np.zeros(len(column)), np.zeros(len(column))
+    values = column[known].astype(np.float64)
+    if len(values) < 2:
+        return z, rank
+    median = np.median(values)
+    spread = MAD_SCALE * np.median(np.abs(values - median))
+    if spread <= 1e-9:
+        spread = values.std() or 1.0
+    z[known] = np.clip((values - median) / spread, -Z_CLIP, Z_CLIP)
+    order = values.argsort(kind="stable").argsort(kind="stable").astype(np.float64)
+    # ties share the mean of their ranks
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=order)
+    rank[known] = (sums[inverse] / counts[inverse]) / (len(values) - 1) - 0.5
+    return z, rank
+
+
+def head_inputs(logits: np.ndarray, values: np.ndarray, names) -> tuple[np.ndarray, list]:
+    """The head's inputs (n, H) and their names, for the classes of ONE job."""
+    names = list(names)
+    values = np.asarray(values, np.float64)
+    logits = np.asarray(logits, np.float64)
+    nonempty = _known(values, names, "__none__")
+    z, rank = relative(logits, nonempty)
+    columns, labels = [logits, z, rank], ["logit", "logit_z", "logit_rank"]
+    for name in RELATIVE_FEATURES:
+        if name not in names:
+            continue
+        sign = -1.0 if name in LOWER_IS_BETTER else 1.0
+        z, rank = relative(sign * values[:, names.index(name)], _known(values, names, name))
+        columns += [z, rank]
+        labels += [f"{name}_z", f"{name}_rank"]
+    return np.stack(columns, axis=1), labels
+
+
+@dataclass
+class JobHead:
+    """Logistic regression on :func:`head_inputs` (weights in the order of ``input_names``)."""
+
+    input_names: list
+    weights: np.ndarray
+    bias: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+    def logits(self, network_logits: np.ndarray, values: np.ndarray, names) -> np.ndarray:
+        inputs, labels = head_inputs(network_logits, values, names)
+        if labels != list(self.input_names):
+            missing = [n for n in self.input_names if n not in labels]
+            raise ValueError(f"job head inputs differ from the features computed (missing: {missing})")
+        return (inputs @ np.asarray(self.weights, np.float64) + self.bias).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"format": HEAD_FORMAT, "input_names": list(self.input_names),
+                "weights": [float(w) for w in self.weights], "bias": float(self.bias),
+                "metrics": dict(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "JobHead":
+        if payload.get("format") != HEAD_FORMAT:
+            raise ValueError(f"unknown job head format {payload.get('format')!r}")
+        return cls(input_names=list(payload["input_names"]), weights=np.asarray(payload["weights"], np.float64),
+                   bias=float(payload["bias"]), metrics=dict(payload.get("metrics", {})))
