@@ -1,57 +1,142 @@
-"""Time to score 300 classes of box 256 on CPU (reading, features, inference) and to write the
-particle subset of 10^6 particles. Prints figures; asserts nothing.
+"""Time to score 300 classes of box 256 on the CPU, step by step, beside the raw read of the same
+stack, and to write the particle subset of 10^6 particles. Prints figures; asserts nothing.
 
-    python benchmarks/score_speed.py [--classes 300] [--box 256] [--particles 1000000] [--threads 2]
+    python benchmarks/score_speed.py [--classes 300] [--box 256] [--repeats 7] [--threads 2]
+                                     [--particles 1000000]   (--particles 0: no subset part)
+
+Every step is run --repeats times on the same job; the medians are printed (and the fastest).
+The figures depend on what else runs on the machine: the load average is printed before and
+after, and the run is marked "busy" when it was above 0.5 per core.
 """
 import argparse
+import ctypes
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import torch
 
 from classranker_plugin.checkpoint import load_model
 from classranker_plugin.features import compute_features
+from classranker_plugin.features.image import FFT_WORKERS
 from classranker_plugin.io import read_classes
 from classranker_plugin.io.writers import write_particles
-from classranker_plugin.preprocess import model_images
-from classranker_plugin.scoring import select_classes
+from classranker_plugin.preprocess import model_images_and_frame
+from classranker_plugin.scoring import score_classes, select_classes
 from classranker_plugin.simulation import simulate_job
 
 
+def blas_threads() -> str:
+    """Threads of numpy's OpenBLAS (looked up in the loaded library), or what is known of them."""
+    try:
+        from threadpoolctl import threadpool_info
+        counts = {info["internal_api"]: info["num_threads"] for info in threadpool_info()}
+        return ", ".join(f"{api} {n}" for api, n in counts.items())
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+        for library in libraries:
+            handle = ctypes.CDLL(library)
+            for symbol in ("openblas_get_num_threads64_", "openblas_get_num_threads"):
+                if hasattr(handle, symbol):
+                    return f"OpenBLAS {getattr(handle, symbol)()}"
+    except OSError:
+        pass
+    return f"unknown (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"
+
+
+def load_line() -> tuple:
+    one, five, _ = os.getloadavg()
+    return one, f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def raw_read(path: Path) -> np.ndarray:
+    """The stack as bytes can give it: memory-mapped and copied into a float32 array."""
+    with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+        return np.array(mrc.data, dtype=np.float32)
+
+
+def time_steps(model_star: Path, stack_path: Path, ranker, repeats: int) -> dict:
+    steps = {name: [] for name in ("raw", "read", "windows", "features", "inference", "total", "score_classes")}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        raw = raw_read(stack_path)
+        t1 = time.perf_counter()
+        classes = read_classes(model_star, with_particles=False)
+        t2 = time.perf_counter()
+        images, frame = model_images_and_frame(classes, size=ranker.image_size)
+        t3 = time.perf_counter()
+        features = compute_features(classes, ranker.feature_set, frame=frame)
+        t4 = time.perf_counter()
+        scores = ranker.score(images, features.values)
+        t5 = time.perf_counter()
+        result = score_classes(classes, ranker, device="cpu")
+        t6 = time.perf_counter()
+        for name, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t1, t6 - t5)):
+            steps[name].append(seconds)
+        del raw
+    steps["scores"] = scores
+    steps["result"] = result
+    return steps
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=300)
     parser.add_argument("--box", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--particles", type=int, default=1_000_000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (torch.set_num_threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         job = simulate_job(Path(tmp) / "job", n_classes=args.classes, box=args.box, pixel_size=1.2,
-                           n_particles=args.particles, seed=1)
+                           n_particles=max(args.particles, args.classes), seed=1)
         print(f"simulated {args.classes} classes of box {args.box} + {args.particles} particles "
               f"in {time.perf_counter() - t0:.1f} s (setup, not scoring)")
         model_star = next(Path(job).glob("*_model.star"))
+        stack_path = next(Path(job).glob("*_classes.mrcs"))
 
-        t_start = time.perf_counter()
+        t0 = time.perf_counter()
         ranker = load_model(device="cpu")
-        t_model = time.perf_counter()
-        classes = read_classes(model_star, with_particles=False)
-        t_read = time.perf_counter()
-        features = compute_features(classes, ranker.feature_set)
-        images = model_images(classes, size=ranker.image_size)
-        t_features = time.perf_counter()
-        scores = ranker.score(images, features.values)
-        t_inference = time.perf_counter()
-        print(f"scoring {args.classes} classes of box {args.box} on {args.threads} CPU threads:")
-        print(f"  load model  {t_model - t_start:7.3f} s")
-        print(f"  reading     {t_read - t_model:7.3f} s  (model.star + classes.mrcs)")
-        print(f"  features    {t_features - t_read:7.3f} s  (feature vectors + 64 px images)")
-        print(f"  inference   {t_inference - t_features:7.3f} s")
-        print(f"  total       {t_inference - t_model:7.3f} s  (after import and model load)")
+        load_s = time.perf_counter() - t0
+        time_steps(model_star, stack_path, ranker, 1)                 # warm-up (caches, allocator)
+        load_before, before = load_line()
+        steps = time_steps(model_star, stack_path, ranker, args.repeats)
+        load_after, after = load_line()
+        busy = max(load_before, load_after) > 0.5 * (os.cpu_count() or 1)
+
+        size_mb = args.classes * args.box * args.box * 4 / 1e6
+        print(f"scoring {args.classes} classes of box {args.box} on the CPU, median of {args.repeats} "
+              f"(fastest in brackets); threads: torch {torch.get_num_threads()}, FFT {FFT_WORKERS}, "
+              f"BLAS {blas_threads()}; {os.cpu_count()} CPUs")
+        print(f"  {before} before, {after} after" + ("  -> BUSY: figures are pessimistic" if busy else ""))
+        labels = {
+            "raw": f"raw stack read     (mrcfile mmap + copy, {size_mb:.0f} MB float32; a floor for reading)",
+            "read": "read_classes       (model.star + classes.mrcs, validated)",
+            "windows": "model images       (64 px images + the feature frame, one pass)",
+            "features": "features           (feature vectors from the frame)",
+            "inference": "inference          (CNN + MLP)",
+            "total": "total              (read_classes + images + features + inference)",
+            "score_classes": "score_classes      (images, features, inference and explanations)",
+        }
+        print(f"  load model         {load_s:7.3f} s  (once)")
+        for name, label in labels.items():
+            values = steps[name]
+            print(f"  {label.split('(')[0]}{statistics.median(values):7.3f} s  [{min(values):.3f}]  "
+                  f"({label.split('(', 1)[1]}")
+        print(f"  score_classes timings of the last run: "
+              + ", ".join(f"{k} {v:.3f} s" for k, v in steps["result"].timings.items()))
+        if args.particles <= 0:
+            return
+        scores = steps["scores"]
 
         t0 = time.perf_counter()
         with_particles = read_classes(model_star)

@@ -59,14 +59,17 @@ def _readable(name: str, level: float) -> str:
 
 
 @torch.no_grad()
-def contributions(ranker, images: np.ndarray, features: np.ndarray, names) -> tuple:
-    """(n, groups) logit contributions and the group names; the image counts as group 'image'."""
+def contributions(ranker, images: np.ndarray, features: np.ndarray, names, embeddings=None) -> tuple:
+    """(n, groups) logit contributions and the group names; the image counts as group 'image'.
+
+    embeddings: ``ranker.image_embeddings(images)`` when already computed.
+    """
     network = ranker.network.eval()
     device = ranker.device
     normalised = torch.as_tensor(ranker.normalise(features), device=device)
-    embedding = torch.cat([network.embed_image(torch.as_tensor(
-        np.ascontiguousarray(images[i:i + 256]), dtype=torch.float32, device=device).unsqueeze(1))
-        for i in range(0, len(images), 256)]) if len(images) else torch.zeros((0, 1))
+    if embeddings is None:
+        embeddings = ranker.image_embeddings(images) if len(images) else None
+    embedding = embeddings if embeddings is not None else torch.zeros((0, 1))
     full = network.forward_embedded(embedding, normalised)
     groups = feature_groups(names)
     columns, labels = [], []
@@ -84,14 +87,21 @@ def contributions(ranker, images: np.ndarray, features: np.ndarray, names) -> tu
     return np.stack(columns, axis=1) if columns else np.zeros((len(images), 0)), labels
 
 
-def explain_scores(ranker, images, features, names, logits=None, top: int = 2) -> list:
-    """One sentence per class, e.g. 'rejected: few particles in the class, signal off-centre'."""
+def explain_scores(ranker, images, features, names, logits=None, top: int = 2, embeddings=None,
+                   scores=None) -> list:
+    """One sentence per class, e.g. 'rejected: few particles in the class, signal off-centre'.
+
+    logits, embeddings: ``ranker.logits`` and ``ranker.image_embeddings`` when already computed.
+    scores: the final scores (after the job head) that decide "kept" / "rejected"; default: the
+    network's own.
+    """
     if len(images) == 0 or not hasattr(ranker.network, "forward_embedded"):
         return [""] * len(images)
-    contrib, labels = contributions(ranker, images, features, names)
+    contrib, labels = contributions(ranker, images, features, names, embeddings)
     normalised = ranker.normalise(features)
     groups = feature_groups(names)
-    scores = ranker.scores_from_logits(ranker.logits(images, features) if logits is None else logits)
+    if scores is None:
+        scores = ranker.scores_from_logits(ranker.logits(images, features) if logits is None else logits)
     sentences = []
     for row, score in enumerate(scores):
         kept = score >= 0.5

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .classset import ClassSet
-from .features.image import as_stack, crop_or_pad, fourier_resample, window_resample
+from .features.image import Window, as_stack, crop_or_pad, fourier_resample, resample_windows
 from .features.metadata import positive_or_none
 
 WINDOW_DIAMETERS = 1.2
@@ -23,14 +23,24 @@ RELION_IMAGE_SIZE = 64
 
 def standardise(stack: np.ndarray) -> np.ndarray:
     """Every image to mean 0, stddev 1 (float32); constant images become zeros, never NaN."""
-    stack = as_stack(stack).astype(np.float64)
-    flat = stack.reshape(len(stack), -1)
+    stack = as_stack(stack)
+    n = len(stack)
+    flat = stack.reshape(n, -1).astype(np.float64)
     mean = flat.mean(axis=1)
-    std = flat.std(axis=1)
+    centred = flat - mean[:, None]
+    std = np.sqrt((centred * centred).mean(axis=1))
     flat_enough = std <= 1e-6 * (np.abs(flat).max(axis=1, initial=0.0) + 1e-30)
-    out = (stack - mean[:, None, None]) / np.where(flat_enough, 1.0, std)[:, None, None]
-    out[flat_enough] = 0.0
-    return out.astype(np.float32)
+    centred /= np.where(flat_enough, 1.0, std)[:, None]
+    centred[flat_enough] = 0.0
+    return centred.astype(np.float32).reshape(stack.shape)
+
+
+def model_window(classset: ClassSet, size: int = 64) -> Window:
+    """The model image of ``classset`` as a :class:`~.features.image.Window` (zero fill)."""
+    apix = positive_or_none(classset.pixel_size)
+    diameter = positive_or_none(classset.particle_diameter)
+    window = WINDOW_DIAMETERS * diameter / apix if (apix and diameter) else float(classset.box_size)
+    return Window(window, size, 0.0)
 
 
 def model_images(classset: ClassSet, size: int = 64) -> np.ndarray:
@@ -38,10 +48,19 @@ def model_images(classset: ClassSet, size: int = 64) -> np.ndarray:
     images = as_stack(classset.images)
     if len(images) == 0:
         return np.zeros((0, size, size), dtype=np.float32)
-    apix = positive_or_none(classset.pixel_size)
-    diameter = positive_or_none(classset.particle_diameter)
-    window = WINDOW_DIAMETERS * diameter / apix if (apix and diameter) else float(images.shape[1])
-    return standardise(window_resample(images, window, size, fill=0.0))
+    return standardise(resample_windows(images, [model_window(classset, size)])[0])
+
+
+def model_images_and_frame(classset: ClassSet, size: int = 64):
+    """``(model_images(classset, size), features.classranker.frame_images(classset))`` from one
+    pass over the stack (both windows share the products along x)."""
+    from .features.classranker import FRAME_SIZE, frame_window
+    images = as_stack(classset.images)
+    if len(images) == 0:
+        return (np.zeros((0, size, size), dtype=np.float32),
+                np.zeros((0, FRAME_SIZE, FRAME_SIZE), dtype=np.float32))
+    model, frame = resample_windows(images, [model_window(classset, size), frame_window(classset)])
+    return standardise(model), frame
 
 
 def relion_window(classset: ClassSet) -> int:

@@ -24,7 +24,7 @@ from .io import atomic_output_dir, check_output_dir, empty_class_mask, validate_
 from .io.validate import check_not_all_blank
 from .io.cryosparc import write_cryosparc_particles
 from .io.writers import write_class_scores, write_particles, write_selected_class_averages
-from .preprocess import model_images, relion_model_images
+from .preprocess import model_images, model_images_and_frame, relion_model_images
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,14 @@ def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: s
     ranker = ranker or load_model(device=device)
     timings = {}
     t0 = time.perf_counter()
-    features = compute_features(classset, ranker.feature_set)
+    frame = None
+    if ranker.image_kind == "relion":
+        images = relion_model_images(classset)
+    elif ranker.feature_set == "classranker":   # the model image and the feature frame in one pass
+        images, frame = model_images_and_frame(classset, size=ranker.image_size)
+    else:
+        images = model_images(classset, size=ranker.image_size)
+    features = compute_features(classset, ranker.feature_set, frame=frame)
     if list(features.names) != list(ranker.feature_names):
         missing = [n for n in ranker.feature_names if n not in features.names]
         unexpected = [n for n in features.names if n not in ranker.feature_names]
@@ -68,17 +75,19 @@ def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: s
                          f"{unexpected or '-'})", ranker.path,
                          fix="use a model trained with this ClassRanker version, or fine-tune it with "
                              "`classranker train --init`")
-    images = (relion_model_images(classset) if ranker.image_kind == "relion"
-              else model_images(classset, size=ranker.image_size))
     timings["features_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    logits = ranker.logits(images, features.values, batch_size=batch_size)
-    scores = ranker.scores_from_logits(logits).astype(np.float32)
+    embeddings = ranker.image_embeddings(images, batch_size)   # once, for the scores and the explanations
+    logits = ranker.logits(images, features.values, batch_size=batch_size, embeddings=embeddings)
+    network_logits = logits
+    logits, scores = ranker.job_scores(logits, features.values, features.names)
+    scores = scores.astype(np.float32)
     timings["inference_s"] = time.perf_counter() - t0
     explanations = []
     if explain:
         t0 = time.perf_counter()
-        explanations = explain_scores(ranker, images, features.values, features.names, logits)
+        explanations = explain_scores(ranker, images, features.values, features.names, network_logits,
+                                      embeddings=embeddings, scores=scores)
         timings["explain_s"] = time.perf_counter() - t0
     return ScoreResult(scores=scores, feature_vectors=features.values, feature_names=list(features.names),
                        empty=empty_class_mask(classset), inputs_used=["class averages"] + classset.available_stats(),

@@ -1,6 +1,8 @@
 """Feature vectors (features/) and model images (preprocess.py) on images known by construction."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,8 @@ from classranker_plugin.features import image as im
 from classranker_plugin.features.classranker import classranker_raw_features
 from classranker_plugin.features.relion import (RELION_MEANS, RELION_STDS, relion_features,
                                                 relion_raw_features, relion_segmentation)
-from classranker_plugin.preprocess import model_images, relion_model_images, relion_window
+from classranker_plugin.preprocess import (model_images, model_images_and_frame, relion_model_images,
+                                          relion_window)
 
 DIAMETER = 150.0
 # a small asymmetric "particle": Gaussian blobs (x A, y A, sigma A, amplitude)
@@ -338,3 +341,80 @@ def test_relion_model_images_window():
     assert out.shape == (1, 64, 64) and out.dtype == np.float32
     assert out.mean() == pytest.approx(im.crop_or_pad(cs.images, 52).mean(), rel=1e-4)  # no normalisation
     assert relion_window(make_set([render(100, 3.0)])) == 100
+
+
+# ----------------------------------------------------------------------------- fast paths = previous values
+REFERENCE = Path(__file__).parent / "data" / "feature_reference.npz"
+#: metadata of the reference settings: (pixel size, particle diameter); the job's own diameter
+#: frames a window wider than the box (edge-mean padding), 90 A one inside it
+REFERENCE_SETTINGS = {"job": (3.5, 144.0), "small_particle": (3.5, 90.0), "no_diameter": (3.5, None),
+                      "no_metadata": (None, None)}
+
+
+def _reference_sets():
+    data = np.load(REFERENCE)
+    images = data["images"].astype(np.float32)
+    table = pd.DataFrame({key.split("/", 1)[1]: data[key] for key in data.files if key.startswith("table/")})
+    table["class_number"] = table["class_number"].astype(int)
+    sets = {name: ClassSet(images, table.copy(), pixel_size=apix, particle_diameter=diameter)
+            for name, (apix, diameter) in REFERENCE_SETTINGS.items()}
+    return data, sets
+
+
+def _projection(pixels: int = 64 * 64) -> np.ndarray:
+    """(pixels, 16) fixed patterns (as in tests/data/make_feature_reference.py)."""
+    n = np.arange(pixels)
+    return np.stack([np.cos(2 * np.pi * ((k + 1) * 0.6180339887 * n % 1.0)) for k in range(16)], axis=1)
+
+
+def test_window_resample_equals_crop_fft_crop():
+    rng = np.random.default_rng(3)
+    for box, window, size in [(256, 241.25, 64), (256, 193.0, 64), (64, 100.3, 64), (63, 70.0, 64),
+                              (65, 30.0, 32), (48, 48.0, 48), (100, 37.5, 64), (40, 90.0, 64)]:
+        stack = rng.normal(size=(3, box, box)).astype(np.float32) + 0.5
+        fill = rng.normal(size=3)
+        cut, resampled = im._window_grid(window, size)
+        expected = im.crop_or_pad(im.fourier_resample(im.crop_or_pad(stack, cut, fill), resampled), size)
+        out = im.window_resample(stack, window, size, fill)
+        assert out.shape == expected.shape and out.dtype == np.float32
+        np.testing.assert_allclose(out, expected, atol=2e-5 * expected.std())
+    several = im.resample_windows(stack, [im.Window(90.0, 64, fill), im.Window(30.0, 32)])
+    np.testing.assert_array_equal(several[0], im.window_resample(stack, 90.0, 64, fill))
+    np.testing.assert_array_equal(several[1], im.window_resample(stack, 30.0, 32))
+
+
+def test_dilate_stack_equals_scipy():
+    rng = np.random.default_rng(4)
+    binary = rng.random((3, 17, 19)) < 0.05
+    binary[0, 0, 0] = binary[1, -1, 5] = True
+    for connectivity in (4, 8):
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+        for iterations in (1, 2, 3):
+            expected = ndimage.binary_dilation(binary, structure=structure, iterations=iterations)
+            np.testing.assert_array_equal(im.dilate_stack(binary, iterations, connectivity), expected)
+
+
+def test_features_and_model_images_equal_the_previous_values():
+    """The fast path (one matrix product per stack, fused mask sums) gives the feature vectors and
+    model images the crop / FFT / per-feature code gave (tests/data/feature_reference.npz)."""
+    data, sets = _reference_sets()
+    projection = _projection()
+    for name, classset in sets.items():
+        features = compute_features(classset).values
+        np.testing.assert_allclose(features, data[f"{name}/features"], atol=1e-5, err_msg=name)
+        images = model_images(classset)
+        np.testing.assert_allclose(images.reshape(len(images), -1).astype(np.float64) @ projection,
+                                   data[f"{name}/model_images_projected"], atol=1e-3, err_msg=name)
+        if f"{name}/model_images_first" in data.files:
+            np.testing.assert_allclose(images[:2], data[f"{name}/model_images_first"], atol=1e-5)
+        shared_images, frame = model_images_and_frame(classset)
+        np.testing.assert_array_equal(shared_images, images)
+        np.testing.assert_array_equal(compute_features(classset, frame=frame).values, features)
+        if f"{name}/relion_features" in data.files:
+            np.testing.assert_allclose(compute_features(classset, "relion").values,
+                                       data[f"{name}/relion_features"], atol=1e-5, err_msg=name)
+            relion_images = relion_model_images(classset)
+            np.testing.assert_allclose(relion_images.reshape(len(relion_images), -1).astype(np.float64)
+                                       @ projection, data[f"{name}/relion_images_projected"], atol=1e-3)
+    assert compute_features(sets["job"]).column("empty")[20:].tolist() == [1.0, 1.0]

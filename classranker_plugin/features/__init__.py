@@ -43,12 +43,18 @@ class FeatureMatrix:
         return self.values[:, self.names.index(name)]
 
 
-def compute_features(classset: ClassSet, feature_set: str = "classranker") -> FeatureMatrix:
-    """Feature vectors of every class of ``classset`` with the named feature set."""
+def compute_features(classset: ClassSet, feature_set: str = "classranker", frame=None) -> FeatureMatrix:
+    """Feature vectors of every class of ``classset`` with the named feature set.
+
+    frame: for the "classranker" set, the averages in its frame (``classranker.frame_images``)
+    when already computed (e.g. by ``preprocess.model_images_and_frame``); other sets ignore it.
+    """
     if feature_set not in FEATURE_SETS:
         raise InputError(f"unknown feature set '{feature_set}'", classset.source or None,
                          fix=f"use one of: {', '.join(sorted(FEATURE_SETS))}")
     function, names = FEATURE_SETS[feature_set]
+    if feature_set == "classranker" and frame is not None:
+        return FeatureMatrix(function(classset, frame=frame), list(names))
     return FeatureMatrix(function(classset), list(names))
 
 
