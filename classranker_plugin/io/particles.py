@@ -436,7 +436,7 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, 
     fields = int(np.count_nonzero(ws[:-1] > ws[1:])) + int(not ws[0])
     del ws
     ok, classes = _fast_classes(a, ls, le, loop, anchor)
-    special = None
+    matched = False
     for careful in (False, True):
         if careful:
             special = np.zeros(n_lines, dtype=bool)
@@ -457,16 +457,17 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, 
             if not tokens:
                 continue                                  # blank line or comment
             if len(tokens) != loop.n_columns:
-                if not careful and raw.find(b"#", ls[i], le[i]) < 0 and raw.find(b'"', ls[i], le[i]) < 0:
+                if careful or (b"#" not in line and b'"' not in line and b"'" not in line):
                     raise _field_count_error(loop, line_number + i, len(tokens))
-                raw_fields = -1                           # tokens may change with quotes: again
+                raw_fields = -1                           # quotes may group fields: read again
                 break
             is_row[i] = True
             row_class[i] = _class_value(tokens[loop.column], loop.path, line_number + i)
         # every fast row must hold exactly as many fields as there are labels: one count per chunk
         if fields == raw_fields + loop.n_columns * int(ok.sum()):
+            matched = True
             break
-    else:
+    if not matched:
         for i in np.flatnonzero(ok).tolist():
             found = len(bytes(raw[ls[i]:le[i]]).translate(_WS_TABLE).split())
             if found != loop.n_columns:
