@@ -24,6 +24,7 @@ from pwem.convert.transformations import euler_matrix
 from pwem.objects import CTFModel, Particle, Transform
 
 from .classset import ClassSet
+from .contrast import orient_contrast
 
 SCORE_ATTR = "_classranker_score"
 #: ClassSet column -> class attribute stored by scipion-em-relion (and by our importer)
@@ -141,7 +142,7 @@ def classes_to_classset(classes, root=None, diameter=None):
     classset = ClassSet(images=np.stack(images).astype(np.float32), table=table,
                         pixel_size=pixel_size, particle_diameter=particle_diameter(classes, diameter),
                         source=str(classes.getFileName()))
-    return classset, ids
+    return orient_contrast(classset), ids
 
 
 # ----------------------------------------------------------------- RELION rows -> Scipion ---------

@@ -182,6 +182,7 @@ def summarise(classset: ClassSet, result: ScoreResult, keep: np.ndarray, cutoff:
         "particles_kept": int(counts[keep & known].sum()) if known.any() else None,
         "inputs_used": result.inputs_used,
         "inputs_missing": list(classset.extra.get("missing_columns", [])),
+        "contrast_inverted": bool(classset.extra.get("contrast_inverted", False)),
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
     }
     if ranker is not None and ranker.metrics:
@@ -198,6 +199,8 @@ def format_summary(summary: dict) -> str:
     if summary["empty_classes"]:
         lines.append(f"{summary['empty_classes']} empty classes (no particles or a blank average) never kept")
     lines.append("inputs used: " + ", ".join(summary["inputs_used"]))
+    if summary.get("contrast_inverted"):
+        lines.append("the averages store protein black: inverted to protein white before scoring")
     if summary.get("inputs_missing"):
         lines.append("missing in the input (scored as unknown): " + ", ".join(summary["inputs_missing"]))
     validation = summary.get("model_validation") or {}

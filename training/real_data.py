@@ -8,8 +8,9 @@ left out of training and evaluation). See ``docs/labelling.md`` for how the labe
 The labelled files are looked for in ``provenance["local_files"]`` (a folder, relative to the
 repository root) when given, else in ``$CLASSRANKER_REAL_FILES/<dataset>/`` (default
 ``scratch/real/<dataset>/``). Inside it, the first that exists is read: a RELION
-``*_model.star`` (with its data.star), a cryoSPARC ``*_class_averages.cs``, else the one ``.mrcs``
-stack with an optional ``stats.csv`` of per-class statistics.
+``*_model.star`` (with its data.star), a cryoSPARC ``*_class_averages.cs``, else the ``.mrcs`` stack
+(the one there, or the one the provenance names) with an optional ``stats.csv`` of per-class
+statistics.
 """
 from __future__ import annotations
 
@@ -78,13 +79,17 @@ def read_dataset_labels(folder: Path) -> RealDataset:
                        provenance=provenance, labels=labels)
 
 
-def _class_file(folder: Path) -> tuple[Path, Optional[Path]]:
+def _class_file(folder: Path, provenance: dict) -> tuple[Path, Optional[Path]]:
     """(file to read, statistics file or None) inside a dataset's files folder."""
     for pattern in ("*_model.star", "*_class_averages.cs"):
         found = sorted(folder.glob(pattern))
         if found:
             return found[-1], None
     stacks = sorted(folder.glob("*.mrcs")) or sorted(folder.glob("*.mrc"))
+    if len(stacks) > 1:  # several: the one the provenance names ("stack", or in its notes)
+        named = provenance.get("stack")
+        text = json.dumps(provenance)
+        stacks = [s for s in stacks if s.name == named] or [s for s in stacks if s.name in text]
     if len(stacks) != 1:
         raise InputError(f"expected one class average stack, found {len(stacks)}", folder,
                          "keep exactly one .mrcs (or a RELION model.star) in the dataset's files folder")
@@ -100,7 +105,7 @@ def load_classes(dataset: RealDataset, files_root: Optional[Path] = None) -> tup
         raise InputError(f"the labelled files of {dataset.name} are not here", folder,
                          f"fetch {prov.get('repository')} at commit {prov.get('commit')} and extract "
                          f"{prov.get('files', {}).get('classes')} into this folder (see {dataset.folder}/provenance.json)")
-    path, stats = _class_file(folder)
+    path, stats = _class_file(folder, dataset.provenance)
     pixel_size = dataset.provenance.get("pixel_size")
     diameter = dataset.provenance.get("particle_diameter")
     classes = read_classes(path, stats=stats, pixel_size=None if path.suffix == ".star" else pixel_size,

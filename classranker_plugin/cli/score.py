@@ -27,6 +27,9 @@ def add_input_args(parser):
     parser.add_argument("--stats", help="per-class statistics (CSV or STAR) for a plain .mrcs input")
     parser.add_argument("--apix", type=float, help="pixel size in Å (default: from the STAR/MRC header)")
     parser.add_argument("--diameter", type=float, help="particle (mask) diameter in Å (default: from optimiser.star)")
+    parser.add_argument("--contrast", default="auto", choices=["auto", "white", "black"],
+                        help="protein in the averages: white (cryo, RELION, cryoSPARC), black (often negative "
+                             "stain: inverted before scoring), auto = decided from the averages")
 
 
 def add_model_args(parser):
@@ -57,7 +60,7 @@ def add_args(parser):
 
 def read_input(args):
     return read_classes(args.input, data_star=args.data_star, stats=args.stats, pixel_size=args.apix,
-                        particle_diameter=args.diameter)
+                        particle_diameter=args.diameter, contrast=getattr(args, "contrast", "auto"))
 
 
 def main(args) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..classset import ClassSet
+from ..contrast import orient_contrast
 from ..errors import InputError
 from .cryosparc import is_cryosparc_input, read_cryosparc_job
 from .relion import (RUN_NAME, JobFiles, attach_particles, read_particles, read_relion_job,
@@ -40,10 +41,17 @@ def _files_from_content(path: Path) -> JobFiles:
                      "give run_itNNN_model.star, _optimiser.star, _data.star or an .mrcs stack")
 
 
+CONTRAST_CHOICES = ("auto", "white", "black")
+
+
 def read_classes(path: PathLike, data_star: Optional[PathLike] = None,
                  stats: Optional[PathLike] = None, pixel_size: Optional[float] = None,
-                 particle_diameter: Optional[float] = None, with_particles: bool = True) -> ClassSet:
+                 particle_diameter: Optional[float] = None, with_particles: bool = True,
+                 contrast: str = "auto") -> ClassSet:
     """Read class averages and their statistics; InputError (naming the file) on bad input.
+
+    contrast:  how the stack stores protein: "white" (RELION, cryoSPARC, cryo), "black" (inverted
+               here to white), or "auto" (decided from the averages, see classranker_plugin.contrast)
 
     path:      RELION run_itNNN_model.star / _optimiser.star / _data.star (siblings of the same
                iteration found by name), another model/optimiser STAR, an .mrcs/.mrc stack, or a
@@ -54,7 +62,14 @@ def read_classes(path: PathLike, data_star: Optional[PathLike] = None,
     pixel_size, particle_diameter: Angstrom; override what the files say
     with_particles: False reads only the class averages and their statistics (no data.star)
     """
-    path = Path(path).expanduser()
+    if contrast not in CONTRAST_CHOICES:
+        raise InputError(f"contrast must be one of {', '.join(CONTRAST_CHOICES)}, got {contrast!r}", path,
+                         "give --contrast auto, white or black")
+    classset = _read(Path(path).expanduser(), data_star, stats, pixel_size, particle_diameter, with_particles)
+    return orient_contrast(classset, None if contrast == "auto" else contrast == "black")
+
+
+def _read(path: Path, data_star, stats, pixel_size, particle_diameter, with_particles) -> ClassSet:
     if is_cryosparc_input(path) and stats is None:
         return read_cryosparc_job(path, particles_cs=data_star, pixel_size=pixel_size,
                                   particle_diameter=particle_diameter, with_particles=with_particles)
