@@ -11,7 +11,9 @@ alignment, extra attributes and enabled flag; disabled classes and particles are
 Scipion does.
 """
 import logging
+import sqlite3
 
+import numpy as np
 from pwem.constants import ALIGN_NONE
 from pwem.objects import Class2D
 from pyworkflow.object import Pointer
@@ -79,9 +81,7 @@ class _Source:
         skip = ",".join(str(int(i)) for i in skip_ids) or "NULL"
         only = ""
         if only_ids is not None:
-            db.executeCommand(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (id INTEGER PRIMARY KEY)")
-            db.executeCommand(f"DELETE FROM {_IDS}")
-            db.cursor.executemany(f"INSERT INTO {_IDS} (id) VALUES (?)", ((int(i),) for i in only_ids))
+            _fill_ids(db, only_ids)
             only = f" AND id IN (SELECT id FROM {_IDS})"
         union = " UNION ALL ".join(f"SELECT {columns} FROM {_SRC}.{p}Objects WHERE enabled=1 "
                                    f"AND id NOT IN ({skip}){only}" for p in src_prefixes)
@@ -90,6 +90,23 @@ class _Source:
         db.executeCommand(f"SELECT COUNT(*), MAX(id) FROM main.{dst_prefix}Objects")
         count, max_id = db.cursor.fetchone()
         return int(count), int(max_id or 0)
+
+
+def _fill_ids(db, ids, chunk=1 << 16):
+    """The temporary id table holds ``ids``: filled ``chunk`` ids per statement (one JSON array
+    text each, expanded by sqlite's json_each), so Python never builds a row object per id and
+    holds at most one chunk of text."""
+    ids = np.asarray(ids, dtype=np.int64)
+    db.executeCommand(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (id INTEGER PRIMARY KEY)")
+    db.executeCommand(f"DELETE FROM {_IDS}")
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        try:
+            db.executeCommand(f"INSERT OR IGNORE INTO {_IDS} (id) SELECT value FROM json_each(?)",
+                              ("[" + ",".join(map(str, part.tolist())) + "]",))
+        except sqlite3.OperationalError:  # an sqlite without JSON functions
+            db.cursor.executemany(f"INSERT OR IGNORE INTO {_IDS} (id) VALUES (?)",
+                                  ((i,) for i in part.tolist()))
 
 
 def _first_enabled(cls):
