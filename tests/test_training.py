@@ -174,9 +174,25 @@ def test_augmentation_is_seeded_and_keeps_shape():
     a = augment_images(images, torch.Generator().manual_seed(3))
     b = augment_images(images, torch.Generator().manual_seed(3))
     assert a.shape == images.shape and torch.equal(a, b)
-    exact = augment_images(images, torch.Generator().manual_seed(3), AugmentConfig(p_affine=0.0))
+    exact = augment_images(images, torch.Generator().manual_seed(3),
+                           AugmentConfig(p_affine=0.0, p_blur=0.0, p_display=0.0))
     # rotations by 90 degrees and flips only permute pixels
     np.testing.assert_allclose(np.sort(exact.numpy().ravel()), np.sort(images.numpy().ravel()))
+
+
+def test_photometric_augmentation_blurs_and_renders():
+    images = torch.randn(6, 1, 64, 64)
+    images[0] = 0.0  # an empty class stays blank
+    blurred = augment_images(images, torch.Generator().manual_seed(1),
+                             AugmentConfig(rot90=False, flip=False, p_affine=0, p_blur=1.0, p_display=0))
+    # a low-pass removes power: white noise loses most of its variance
+    assert float(blurred[1:].var()) < 0.6 * float(images[1:].var())
+    rendered = augment_images(images, torch.Generator().manual_seed(1),
+                              AugmentConfig(rot90=False, flip=False, p_affine=0, p_blur=0, p_display=1.0))
+    assert torch.isfinite(rendered).all() and float(rendered[0].abs().max()) == 0.0
+    levels = [len(torch.unique(rendered[i])) for i in range(1, 6)]
+    assert max(levels) <= 256  # 8-bit steps
+    assert torch.allclose(rendered[1:].flatten(1).std(1), torch.ones(5), atol=1e-3)  # standardised again
 
 
 def test_metadata_masking_uses_the_unknown_encoding(jobs):

@@ -7,7 +7,10 @@ training batch is transformed on its device with:
 - a random left-right flip,
 - with probability ``p_affine``, an arbitrary rotation plus a shift of up to ``max_shift`` pixels
   (one ``affine_grid`` + ``grid_sample`` per batch; outside the image counts as 0, the background
-  level of the normalised model images).
+  level of the normalised model images),
+- with probability ``p_blur``, a Gaussian low-pass (another filtering or sampling of the same view),
+- with probability ``p_display``, the rendering of a viewer (clipping, gamma, 8-bit steps), as in
+  class averages that survive only as screenshots.
 
 Every random draw comes from the ``torch.Generator`` given (on the CPU), so a seeded generator
 reproduces the same batch on any device.
@@ -32,6 +35,9 @@ class AugmentConfig:
     flip: bool = True
     p_affine: float = 0.5
     max_shift: float = 2.0   # pixels
+    p_blur: float = 0.25     # Gaussian low-pass, sigma uniform in blur_sigma (pixels): other filtering / sampling
+    blur_sigma: tuple = (0.4, 1.2)
+    p_display: float = 0.25  # a display's rendering: random gamma, clipping and 8-bit steps (screenshots)
 
 
 def augment_images(images: torch.Tensor, generator: torch.Generator,
@@ -45,6 +51,10 @@ def augment_images(images: torch.Tensor, generator: torch.Generator,
     use_affine = torch.rand(n, generator=generator) < config.p_affine
     angles = torch.rand(n, generator=generator) * (2 * math.pi)
     shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * config.max_shift
+    use_blur = torch.rand(n, generator=generator) < config.p_blur
+    sigmas = config.blur_sigma[0] + torch.rand(n, generator=generator) * (config.blur_sigma[1] - config.blur_sigma[0])
+    use_display = torch.rand(n, generator=generator) < config.p_display
+    display = torch.rand(n, 3, generator=generator)  # gamma, low clip, high clip
     out = images
     if config.rot90:
         out = out.clone()
@@ -58,7 +68,36 @@ def augment_images(images: torch.Tensor, generator: torch.Generator,
     if config.p_affine > 0 and bool(use_affine.any()):
         out = _rotate_shift(out, torch.where(use_affine, angles, torch.zeros_like(angles)),
                             torch.where(use_affine[:, None], shifts, torch.zeros_like(shifts)), size)
+    if config.p_blur > 0 and bool(use_blur.any()):
+        chosen = use_blur.to(images.device)
+        out = torch.where(chosen[:, None, None, None], _blur(out, sigmas.to(images.device)), out)
+    if config.p_display > 0 and bool(use_display.any()):
+        chosen = use_display.to(images.device)
+        out = torch.where(chosen[:, None, None, None], _display(out, display.to(images.device)), out)
     return out
+
+
+def _blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Gaussian low-pass of each image with its own sigma (pixels), in Fourier space."""
+    size = images.shape[-1]
+    freq = torch.fft.fftfreq(size, device=images.device)
+    f2 = freq[:, None] ** 2 + freq[None, :] ** 2
+    kernel = torch.exp(-2 * (math.pi ** 2) * sigmas[:, None, None] ** 2 * f2)[:, None]
+    return torch.fft.ifft2(torch.fft.fft2(images) * kernel).real.to(images.dtype)
+
+
+def _display(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """What a viewer's 8-bit rendering does to an average: clip to a random percentile window,
+    apply a gamma in [0.6, 1.6], quantise to 256 levels, then standardise again (as the model
+    images are)."""
+    flat = images.flatten(1)
+    low = torch.quantile(flat, (draws[:, 1] * 0.03).to(flat.dtype), dim=1).diagonal()
+    high = torch.quantile(flat, (1 - draws[:, 2] * 0.03).to(flat.dtype), dim=1).diagonal()
+    scaled = ((flat - low[:, None]) / (high - low).clamp_min(1e-6)[:, None]).clamp(0, 1)
+    gamma = 0.6 + draws[:, 0:1] * 1.0
+    scaled = torch.round(scaled ** gamma * 255) / 255
+    scaled = (scaled - scaled.mean(1, keepdim=True)) / scaled.std(1, keepdim=True).clamp_min(1e-6)
+    return scaled.view_as(images)
 
 
 def _rotate_shift(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor, size: int) -> torch.Tensor:
