@@ -223,13 +223,15 @@ def frame_images(classset: ClassSet) -> np.ndarray:
 
 def _constant(images: np.ndarray) -> np.ndarray:
     """(n,) bool: every pixel of the image equals its first pixel (max == min)."""
-    flat = as_stack(images).reshape(len(images), -1)
+    stack = as_stack(images)
+    flat = stack.reshape(len(stack), -1)
     if flat.shape[1] == 0:
-        return np.ones(len(images), bool)
-    # an image with two different pixels in its first row is not constant: only the others
+        return np.ones(len(stack), bool)
+    # an image with two different pixels in its middle row is not constant: only the others
     # (typically RELION's all-zero empty classes) need a look at every pixel
-    first_row = flat[:, :images.shape[-1]]
-    constant = (first_row == first_row[:, :1]).all(axis=1)
+    box = stack.shape[-1]
+    middle = flat[:, (box // 2) * box:(box // 2 + 1) * box]
+    constant = (middle == flat[:, :1]).all(axis=1)
     for index in np.flatnonzero(constant):
         constant[index] = flat[index].max() == flat[index].min()
     return constant
@@ -287,7 +289,7 @@ class _Geometry:
         inner = np.zeros((size, size), bool)
         inner[1:-1, 1:-1] = True
         assert not (self.frame & ~inner).any()
-        self.frame_inner = self.frame[1:-1, 1:-1].ravel().astype(np.float64)
+        self.frame_index = np.flatnonzero(self.frame.ravel())
         self.blob_y, self.blob_x = self.y.ravel(), self.x.ravel()
         self.blob_outside = (self.r > 1.0).ravel().astype(np.float64)
         for value in vars(self).values():
@@ -314,7 +316,7 @@ def _radial_features(z: np.ndarray, zz: np.ndarray, geo: _Geometry, inside_std: 
     count = geo.mask_count[1]
     _, rotational_std = _moments(profile @ geo.particle_ring_count, (profile * profile) @ geo.particle_ring_count,
                                  count)
-    values = z[:, geo.particle_index]
+    values = np.take(z, geo.particle_index, axis=1)
     centred = values - values.mean(axis=1, keepdims=True)
     squared = centred * centred
     var = squared.mean(axis=1)
@@ -352,12 +354,16 @@ def _density_features(zl: np.ndarray, geo: _Geometry) -> dict:
     safe = np.where(total > 0, total, 1.0)
     com_y, com_x, centroid = sums[:, 1] / safe, sums[:, 2] / safe, sums[:, 3] / safe
     spread = np.sqrt(np.maximum(sums[:, 4] / safe - centroid ** 2, 0.0))
-    # np.gradient's central differences, on the inner pixels (the frame never reaches the edge)
-    gy = ((zl[:, 2:, 1:-1] - zl[:, :-2, 1:-1]) / 2.0).reshape(n, -1)
-    gx = ((zl[:, 1:-1, 2:] - zl[:, 1:-1, :-2]) / 2.0).reshape(n, -1)
-    jxx = (gx * gx) @ geo.frame_inner
-    jyy = (gy * gy) @ geo.frame_inner
-    jxy = (gx * gy) @ geo.frame_inner
+    # np.gradient's central differences (f[i + 1] - f[i - 1]) / 2 at the frame's pixels (the frame
+    # never reaches the edge); the halving is exact, so it is applied to the sums (/ 4)
+    flat = zl.reshape(n, -1)
+    dy = np.take(flat, geo.frame_index + size, axis=1)
+    dy -= np.take(flat, geo.frame_index - size, axis=1)
+    dx = np.take(flat, geo.frame_index + 1, axis=1)
+    dx -= np.take(flat, geo.frame_index - 1, axis=1)
+    jxx = np.einsum("ij,ij->i", dx, dx) / 4.0
+    jyy = np.einsum("ij,ij->i", dy, dy) / 4.0
+    jxy = np.einsum("ij,ij->i", dx, dy) / 4.0
     trace = jxx + jyy
     coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.where(trace > 0, trace, 1.0)
     return {
@@ -371,7 +377,7 @@ def _density_features(zl: np.ndarray, geo: _Geometry) -> dict:
 def _blob_features(z: np.ndarray, zz: np.ndarray, zl: np.ndarray, geo: _Geometry) -> dict:
     """Otsu segmentation of the low-passed frame: blob counts, sizes, positions; solvent stats."""
     n, size = len(zl), geo.size
-    threshold = otsu_thresholds(zl.reshape(n, -1)[:, geo.otsu_index])
+    threshold = otsu_thresholds(np.take(zl.reshape(n, -1), geo.otsu_index, axis=1))
     binary = (zl > threshold[:, None, None]) & geo.frame
     labels, owner, n_labels = label_stack(binary, connectivity=8)
     # per-blob sums over the blob pixels only (labels are 0 elsewhere)

@@ -373,9 +373,16 @@ def label_stack(binary: np.ndarray, connectivity: int = 4):
         binary = binary[None]
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    labels, n_labels = ndimage.label(binary, structure=structure)
+    plane = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    if not binary[:, 0].any() and not binary[:, -1].any():
+        # empty first and last rows keep the images apart when they are stacked vertically: one
+        # 2D labelling, numbered in the same raster order as the 3D one (and faster)
+        labels, n_labels = ndimage.label(binary.reshape(-1, binary.shape[2]), structure=plane)
+        labels = labels.reshape(binary.shape)
+    else:
+        structure = np.zeros((3, 3, 3), dtype=bool)
+        structure[1] = plane
+        labels, n_labels = ndimage.label(binary, structure=structure)
     owner = np.full(n_labels + 1, -1, dtype=np.int64)
     image_index = np.broadcast_to(np.arange(len(binary))[:, None, None], binary.shape)
     owner[labels[binary]] = image_index[binary]
