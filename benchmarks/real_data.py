@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,37 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from classranker_plugin.checkpoint import load_model  # noqa: E402
-from classranker_plugin.training.job_head_fit import (JobRecord, drop_metadata, fit_head,  # noqa: E402
-                                                     head_scores)
+from classranker_plugin.training.job_head_fit import fit_head, head_scores  # noqa: E402
 from classranker_plugin.training.metrics import binary_report  # noqa: E402
 from classranker_plugin.training.real_data import list_datasets, score_dataset  # noqa: E402
-
-
-def corpus_records(path: Path, ranker) -> tuple[list, list]:
-    """Per job of a dataset folder (e.g. data/relion_corpus/train): a JobRecord and its copy without
-    metadata; and the feature names."""
-    from classranker_plugin.training.dataset import load_dataset
-
-    data = load_dataset(path)
-    images, values = np.asarray(data.images), np.asarray(data.features)
-    values_nm = drop_metadata(values, data.feature_names, ranker.feature_set)
-    logits, logits_nm = ranker.logits(images, values), ranker.logits(images, values_nm)
-    labels = (np.asarray(data.labels) >= 0.5).astype(float)
-    records = []
-    for job, rows in data.meta.groupby("job").indices.items():
-        records.append(JobRecord(str(job), logits[rows], values[rows], labels[rows], group="corpus"))
-        records.append(JobRecord(f"{job} (no metadata)", logits_nm[rows], values_nm[rows], labels[rows],
-                                 group="corpus"))
-    return records, data.feature_names
-
-
-def real_records(scored, ranker) -> tuple[JobRecord, JobRecord]:
-    """A real dataset as a JobRecord, and the same without metadata."""
-    values_nm = drop_metadata(scored.values, scored.names, ranker.feature_set)
-    name = scored.dataset.name
-    return (JobRecord(name, scored.logits, scored.values, scored.labels, group="real"),
-            JobRecord(f"{name} (no metadata)", ranker.logits(scored.images, values_nm), values_nm, scored.labels,
-                      group="real"))
+from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
+                                                   real_records)
 
 
 def prepare(ranker, datasets, args):
@@ -68,19 +41,10 @@ def prepare(ranker, datasets, args):
 def finetuned(held, others, args):
     """The network fine-tuned on the corpus and ``others`` (never ``held``), loaded."""
     from classranker_plugin.checkpoint import BUNDLED_MODEL
-    from classranker_plugin.training.dataset import build_dataset
-    from classranker_plugin.training.dataset_source import DatasetSource
-    from classranker_plugin.training.real_data import RealSource
-    from classranker_plugin.training.trainer import train
 
-    folder = Path(args.out or REPO / "scratch" / "real_eval") / "folds" / held.name
-    model = folder / "train" / "model.pt"
-    if not model.is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        sources = [DatasetSource(args.corpus)] + [RealSource(d) for d in others for _ in range(args.real_repeat)]
-        build_dataset(sources, folder / "dataset", seed=1)
-        train(folder / "dataset", folder / "train", epochs=args.finetune, lr=3e-4, init=args.model or BUNDLED_MODEL,
-              device="cpu", seed=1, patience=args.finetune, progress=False)
+    work = Path(args.out or REPO / "scratch" / "real_eval") / "folds" / held.name
+    model = finetune_on_real(Path(args.model or BUNDLED_MODEL), Path(args.corpus), others, work,
+                             epochs=args.finetune, repeat=args.real_repeat)
     return load_model(model, device="cpu")
 
 

@@ -6,7 +6,8 @@ A dataset folder holds ``provenance.json`` (repository, commit, paths, licence, 
 left out of training and evaluation). See ``docs/labelling.md`` for how the labels are made.
 
 The labelled files are looked for in ``provenance["local_files"]`` (a folder, relative to the
-repository root) when given, else in ``$CLASSRANKER_REAL_FILES/<dataset>/`` (default
+repository root) when given, or where ``files.model_star`` names a run made here (under
+``scratch/``), else in ``$CLASSRANKER_REAL_FILES/<dataset>/`` (default
 ``scratch/real/<dataset>/``). Inside it, the first that exists is read: a RELION
 ``*_model.star`` (with its data.star), a cryoSPARC ``*_class_averages.cs``, else the ``.mrcs`` stack
 (the one there, or the one the provenance names) with an optional ``stats.csv`` of per-class
@@ -79,6 +80,17 @@ def read_dataset_labels(folder: Path) -> RealDataset:
                        provenance=provenance, labels=labels)
 
 
+def _local_file(provenance: dict) -> Optional[Path]:
+    """A model.star (or stack) the provenance names inside this repository (runs made here, under
+    scratch/), when it exists."""
+    files = provenance.get("files") or {}
+    for key in ("model_star", "classes"):
+        written = files.get(key)
+        if written and str(written).startswith("scratch/") and (REPO / written).is_file():
+            return REPO / written
+    return None
+
+
 def _class_file(folder: Path, provenance: dict) -> tuple[Path, Optional[Path]]:
     """(file to read, statistics file or None) inside a dataset's files folder."""
     for pattern in ("*_model.star", "*_class_averages.cs"):
@@ -99,13 +111,14 @@ def _class_file(folder: Path, provenance: dict) -> tuple[Path, Optional[Path]]:
 
 def load_classes(dataset: RealDataset, files_root: Optional[Path] = None) -> tuple[ClassSet, np.ndarray]:
     """(ClassSet, labels aligned with its classes: 1, 0 or NaN) of a real dataset."""
-    folder = dataset.files_folder(files_root)
+    named = _local_file(dataset.provenance)
+    folder = named.parent if named is not None else dataset.files_folder(files_root)
     if not folder.is_dir():
         prov = dataset.provenance
         raise InputError(f"the labelled files of {dataset.name} are not here", folder,
                          f"fetch {prov.get('repository')} at commit {prov.get('commit')} and extract "
                          f"{prov.get('files', {}).get('classes')} into this folder (see {dataset.folder}/provenance.json)")
-    path, stats = _class_file(folder, dataset.provenance)
+    path, stats = (named, None) if named is not None else _class_file(folder, dataset.provenance)
     pixel_size = dataset.provenance.get("pixel_size")
     diameter = dataset.provenance.get("particle_diameter")
     classes = read_classes(path, stats=stats, pixel_size=None if path.suffix == ".star" else pixel_size,

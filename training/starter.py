@@ -1,7 +1,7 @@
 """Retrain the bundled starter model and measure it, beside the baselines, on data it never saw.
 
     python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 30]
-        [--corpus data/relion_corpus] [--install]
+        [--corpus data/relion_corpus] [--real data/real] [--from-model M] [--install]
 
 1. simulates a corpus of procedural Class2D jobs varied in box, pixel size, number of classes,
    particle counts, junk fraction and kinds, with realistic or uninformative metadata;
@@ -10,6 +10,9 @@
 3b. with --corpus (a RELION-made corpus: train/ and test/ dataset folders, see benchmarks/relion_corpus.py),
    fine-tunes that model on the corpus's training part (counted twice) plus some of the simulated jobs,
    so that its calibration fits genuine RELION classes, and also evaluates on the corpus's test part;
+3c. with --real (labelled real class averages, data/real; their files in scratch/real, see
+   training/real_data.py), fine-tunes again on the corpus plus the real datasets and fits the job head
+   (training/real_stage.py) on both; --from-model starts this stage from a finished stage-2 model;
 4. evaluates on fresh simulated jobs (other seeds; realistic and uninformative metadata) and on the
    real RELION tutorial runs in ../shared with their human labels, when present;
 5. with --install, copies the model into the package (models/starter.pt) with its report
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 TUTORIAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relion30_tutorial_betagal"
 BOXES = (48, 64, 80, 100, 128, 160)
 FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_SIM_JOBS = 10, 3e-4, 20
+REAL_EPOCHS = 8
 
 
 def job_parameters(index: int, seed: int) -> dict:
@@ -126,10 +130,53 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--corpus", help="RELION-made corpus (train/, test/) to fine-tune on, e.g. data/relion_corpus")
+    parser.add_argument("--real", help="labelled real datasets (e.g. data/real): stage 3, needs --corpus")
+    parser.add_argument("--real-epochs", type=int, default=REAL_EPOCHS, help="stage-3 fine-tuning epochs")
+    parser.add_argument("--from-model", help="skip stages 1-2: start stage 3 from this checkpoint")
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(args.output)
+    if args.real and not args.corpus:
+        parser.error("--real needs --corpus (stage 3 trains on both)")
+    if args.from_model:
+        model, report, results = Path(args.from_model), {"training": {"from_model": args.from_model}}, {}
+    else:
+        model, report, results = stages_1_2(args, work)
+    if args.real:
+        model, report["real"] = real_stage(model, args, work)
+    results.update(measure(model, work, args.seed, args.test_jobs))
+    table = summary_table(results)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    report["results"] = table.to_dict("records")
+    (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if args.install:
+        shutil.copyfile(model, BUNDLED_MODEL)
+        BUNDLED_MODEL.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+        print(f"installed {BUNDLED_MODEL}")
+    return 0
+
+
+def real_stage(model: Path, args, work: Path) -> tuple[Path, dict]:
+    """Stage 3: fine-tune on the corpus + real datasets, fit the job head; (model, report)."""
+    from ..checkpoint import load_model
+    from .real_data import list_datasets, load_classes
+    from .real_stage import finetune_on_real, fit_job_head, with_job_head
+
+    datasets = list_datasets(Path(args.real))
+    for dataset in datasets:
+        load_classes(dataset)  # every dataset's files must be here: the error names the fetch to do
+    corpus_train = Path(args.corpus) / "train"
+    tuned = finetune_on_real(model, corpus_train, datasets, work / "real", epochs=args.real_epochs, seed=args.seed)
+    head = fit_job_head(load_model(tuned, device="cpu"), corpus_train, datasets)
+    final = with_job_head(tuned, head, work / "real" / "model_with_head.pt",
+                          provenance={"real_datasets": [d.name for d in datasets]})
+    return final, {"datasets": [d.name for d in datasets], "epochs": args.real_epochs, "init": str(model),
+                   "job_head": head.to_dict()}
+
+
+def stages_1_2(args, work: Path) -> tuple[Path, dict, dict]:
+    """Stage 1 (procedural simulations) and, with --corpus, stage 2; (model, report, results)."""
     jobs = simulate_corpus(work / "train_jobs", args.jobs, args.seed)
     dataset = work / "dataset"
     if not dataset.is_dir():
@@ -150,16 +197,7 @@ def main(argv=None) -> int:
         report["finetune"] = {"corpus": str(corpus), "simulated_jobs": FINETUNE_SIM_JOBS, "epochs": FINETUNE_EPOCHS,
                               "lr": FINETUNE_LR, "best": _summary(run)}
         results[test_name] = evaluate(model, [corpus / "test"], work / "eval_corpus_test", plots=True)
-    results.update(measure(model, work, args.seed, args.test_jobs))
-    table = summary_table(results)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    report["results"] = table.to_dict("records")
-    (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    if args.install:
-        shutil.copyfile(model, BUNDLED_MODEL)
-        BUNDLED_MODEL.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
-        print(f"installed {BUNDLED_MODEL}")
-    return 0
+    return model, report, results
 
 
 def _summary(run: dict) -> dict:
