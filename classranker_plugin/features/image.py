@@ -142,14 +142,17 @@ def _window_operator_1d(box: int, cut: int, resampled: int, size: int) -> np.nda
         operator = np.eye(cut)
     else:
         # fourier_resample keeps the frequencies |k| <= kmax of the cut; along one axis it is
-        # x_out[m] = sum_j x[j] (1 + 2 sum_k cos(2 pi k (m / resampled - j / cut))) / cut
+        # x_out[m] = sum_j x[j] D(2 pi (m / resampled - j / cut)) / cut with the Dirichlet kernel
+        # D(theta) = sum_{|k| <= kmax} exp(i k theta) = sin((kmax + 1/2) theta) / sin(theta / 2)
         kmax = (min(cut, resampled) - 1) // 2
-        k = np.arange(1, kmax + 1, dtype=np.int64)
         m = np.arange(resampled, dtype=np.int64)
         j = np.arange(cut, dtype=np.int64)
-        period = resampled * cut                  # exact integer phases, reduced before the cosine
-        turns = np.mod(k[None, None, :] * (m[:, None, None] * cut - j[None, :, None] * resampled), period)
-        operator = (1.0 + 2.0 * np.cos(2.0 * np.pi * turns / period).sum(axis=2)) / cut
+        period = resampled * cut                  # theta = 2 pi t / period, t an exact integer
+        t = np.mod(m[:, None] * cut - j[None, :] * resampled, period)
+        numerator = np.sin(np.pi * np.mod((2 * kmax + 1) * t, 2 * period) / period)
+        denominator = np.sin(np.pi * t / period)
+        kernel = np.divide(numerator, denominator, out=np.full(t.shape, 2.0 * kmax + 1.0), where=t != 0)
+        operator = kernel / cut
     rows = np.arange(size) - (size // 2 - resampled // 2)          # crop_or_pad(resampled -> size)
     on_grid = (rows >= 0) & (rows < resampled)
     framed = np.zeros((size, cut))
