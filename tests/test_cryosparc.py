@@ -23,6 +23,45 @@ def save_cs(path, array):
         np.save(handle, array)
 
 
+#: the fields of a real cryoSPARC 2D-classification particle export (names and types as in cryoDRGN's
+#: tests/data/cryosparc_J2_particles_exported.cs; values here are made up)
+REAL_PARTICLE_FIELDS = [
+    ("uid", "<u8"), ("blob/path", "S61"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)), ("blob/psize_A", "<f4"),
+    ("blob/sign", "<f4"), ("blob/import_sig", "<u8"), ("ctf/type", "S9"), ("ctf/exp_group_id", "<u4"),
+    ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"), ("ctf/df1_A", "<f4"),
+    ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/phase_shift_rad", "<f4"), ("ctf/scale", "<f4"),
+    ("ctf/scale_const", "<f4"), ("ctf/shift_A", "<f4", (2,)), ("ctf/tilt_A", "<f4", (2,)),
+    ("ctf/trefoil_A", "<f4", (2,)), ("ctf/tetra_A", "<f4", (4,)), ("ctf/anisomag", "<f4", (4,)),
+    ("ctf/bfactor", "<f4"), ("alignments2D/split", "<u4"), ("alignments2D/shift", "<f4", (2,)),
+    ("alignments2D/pose", "<f4"), ("alignments2D/psize_A", "<f4"), ("alignments2D/error", "<f4"),
+    ("alignments2D/error_min", "<f4"), ("alignments2D/resid_pow", "<f4"), ("alignments2D/slice_pow", "<f4"),
+    ("alignments2D/image_pow", "<f4"), ("alignments2D/cross_cor", "<f4"), ("alignments2D/alpha", "<f4"),
+    ("alignments2D/alpha_min", "<f4"), ("alignments2D/weight", "<f4"), ("alignments2D/pose_ess", "<f4"),
+    ("alignments2D/shift_ess", "<f4"), ("alignments2D/class_posterior", "<f4"), ("alignments2D/class", "<u4"),
+    ("alignments2D/class_ess", "<f4")]
+
+
+def test_real_export_fields_with_project_marks(tmp_path):
+    """A particles .cs with the fields of a real export (CTF inside, no passthrough) and cryoSPARC's
+    '>' project-relative path marks."""
+    job = make_cryosparc_job(tmp_path / "P", passthrough=False)
+    old = np.load(job / "J12_020_particles.cs")
+    real = np.zeros(len(old), dtype=REAL_PARTICLE_FIELDS)
+    for name in old.dtype.names:
+        real[name] = old[name]
+    real["blob/path"] = np.char.add(b">", old["blob/path"])
+    real["ctf/df1_A"], real["ctf/df2_A"], real["ctf/accel_kv"] = 15000, 14800, 300
+    save_cs(job / "J12_020_particles.cs", real)
+    classes = np.load(job / "J12_020_class_averages.cs")
+    classes["blob/path"] = b">J12/J12_020_class_averages.mrc"
+    save_cs(job / "J12_020_class_averages.cs", classes)
+    read = read_classes(job)
+    assert read.stat("particle_count").sum() == len(real)
+    assert read.particles["rlnImageName"].iloc[0] == "000001@J3/extract/mic_0000_particles.mrc"
+    assert read.particles["rlnDefocusU"].iloc[0] == pytest.approx(15000)
+    assert read.optics["rlnVoltage"].tolist() == [300.0]
+
+
 def make_cryosparc_job(project, n_particles=None, passthrough=True, with_class_field=True, seed=0):
     """P/J12/: J12_020_class_averages.{mrc,cs}, J12_020_particles.cs, J12_passthrough_particles.cs,
     made from the bundled example's averages and its particles' class assignments."""

@@ -184,17 +184,22 @@ class RealSource:
     dataset: RealDataset
     files_root: Optional[Path] = None
     id: str = ""
+    only: Optional[tuple] = None  # class numbers to take (default: every labelled class)
 
     def describe(self) -> dict:
         prov = self.dataset.provenance
         return {"type": "real", "dataset": self.dataset.name, "repository": prov.get("repository"),
-                "commit": prov.get("commit"), "labels": str(self.dataset.folder / "labels.csv")}
+                "commit": prov.get("commit"), "labels": str(self.dataset.folder / "labels.csv"),
+                **({"only": [int(n) for n in self.only]} if self.only is not None else {})}
 
     def chunks(self, options):
         from .sources import classset_chunk
 
         classes, labels = load_classes(self.dataset, self.files_root)
-        rows = np.flatnonzero(np.isfinite(labels))
+        taken = np.isfinite(labels)
+        if self.only is not None:
+            taken &= np.isin(classes.class_numbers, np.asarray(self.only))
+        rows = np.flatnonzero(taken)
         notes = self.dataset.labels.set_index("class_number")["note"].reindex(classes.class_numbers[rows])
         yield classset_chunk(classes, labels[rows], options, job=f"real:{self.dataset.name}",
                              kinds=notes.fillna("").astype(str).to_numpy(), rows=rows)

@@ -24,7 +24,13 @@ A class's image is ``blob/idx`` of its row, its class index ``alignments2D/class
 it, else ``blob/idx`` (cryoSPARC writes class k as image k). Statistics: class distribution and
 particle count from the particles' assignments, resolution from ``blob/res_A``; cryoSPARC writes no
 angular or translational accuracy (unknown). Paths in ``blob/path`` are relative to the cryoSPARC
-project directory (the job folder's parent); the averages are also looked for next to the .cs.
+project directory (the job folder's parent), often marked so by a leading ``>``; the averages are
+also looked for next to the .cs.
+
+The particle fields were checked against a real cryoSPARC export (2D classification particles, the
+field names and types of cryoDRGN's test file ``cryosparc_J2_particles_exported.cs``); no public
+class-averages ``.cs`` was found, so those fields follow cryoSPARC's Select 2D code (``blob/path``,
+``blob/idx``, ``blob/shape``, ``blob/psize_A``, ``blob/res_A``).
 
 Selected particles are written as ``particles_selected.cs`` (the rows of the merged particle
 array, every field kept) and as RELION STAR (``particles.star``: image names, CTF, optics groups,
@@ -94,6 +100,12 @@ def load_cs(path: PathLike, required=(), what: str = "cryoSPARC dataset") -> np.
 def text(values: np.ndarray) -> np.ndarray:
     """Fixed-width byte or unicode strings as a str array."""
     return np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values.astype(str)
+
+
+def project_path(values: np.ndarray) -> np.ndarray:
+    """cryoSPARC paths as written relative to the project directory: the leading '>' that marks
+    them so (``>J1/imported/x.mrcs``) is removed."""
+    return np.char.lstrip(text(values), ">")
 
 
 def _latest(folder: Path, pattern: str, path_for_error: Path) -> Path:
@@ -174,7 +186,7 @@ def read_cryosparc_job(path: PathLike, particles_cs: Optional[PathLike] = None,
     class_index = (classes["alignments2D/class"].astype(np.int64)
                    if "alignments2D/class" in classes.dtype.names else images_idx)
     class_numbers = class_index + 1
-    stacks = pd.unique(text(classes["blob/path"]))
+    stacks = pd.unique(project_path(classes["blob/path"]))
     if len(stacks) != 1:
         raise InputError(f"the class averages are spread over {len(stacks)} stacks", averages_cs,
                          "give the class averages of one job (one class_averages.mrc)")
@@ -230,10 +242,10 @@ def relion_particles(particles: np.ndarray, path: PathLike) -> tuple[pd.DataFram
     star = {}
     if {"blob/path", "blob/idx"} <= names:
         star["rlnImageName"] = np.char.add(np.char.add(np.char.zfill((particles["blob/idx"] + 1).astype(str), 6), "@"),
-                                           text(particles["blob/path"]))
+                                           project_path(particles["blob/path"]))
     if {"location/micrograph_path", "location/center_x_frac", "location/micrograph_shape"} <= names:
         shape = particles["location/micrograph_shape"]
-        star["rlnMicrographName"] = text(particles["location/micrograph_path"])
+        star["rlnMicrographName"] = project_path(particles["location/micrograph_path"])
         star["rlnCoordinateX"] = np.round(particles["location/center_x_frac"] * shape[:, 1], 2)
         star["rlnCoordinateY"] = np.round(particles["location/center_y_frac"] * shape[:, 0], 2)
     conversions = {"ctf/df1_A": ("rlnDefocusU", 1.0), "ctf/df2_A": ("rlnDefocusV", 1.0),
