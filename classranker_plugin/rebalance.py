@@ -256,7 +256,7 @@ def rebalance_particles(class_of_particle, superclass_of_class, factor: float,
 class RebalanceResult:
     affinity: np.ndarray        # (n_classes, n_classes), stack order
     superclass: np.ndarray      # superclass number of every class, stack order
-    keep: np.ndarray            # bool per particle (rows of classset.particles)
+    keep: np.ndarray            # bool per particle (file order, as classset.particle_set)
     cap: Optional[int]          # most particles a superclass kept (None: no limit)
     table: pd.DataFrame         # class_number, superclass, particles_before, particles_after
 
@@ -275,12 +275,12 @@ def rebalance_classes(classset: ClassSet, n_superclasses: int, factor: float,
     path = classset.source or None
     factor, max_size = check_factor(factor), check_max_size(max_size)
     check_n_superclasses(n_superclasses, len(classset), path)
-    particles = classset.particles
-    if particles is None or "rlnClassNumber" not in particles:
+    particles = classset.particle_set  # the class column only (a streamed data.star: int32)
+    if particles is None or not particles.has_class_column:
         raise InputError("no particles with rlnClassNumber to rebalance", path,
                          "give the run_itNNN_data.star of the Class2D job (or --data-star)")
     class_numbers = classset.class_numbers
-    particle_classes = particles["rlnClassNumber"].to_numpy()
+    particle_classes = particles.class_numbers
     index = class_index(particle_classes, class_numbers, path)  # checked before the affinity work
     affinity = affinity_matrix(classset.images, n_angles=n_angles, mirror=mirror)
     labels = superclasses(affinity, n_superclasses, seed=seed)

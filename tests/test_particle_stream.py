@@ -293,6 +293,7 @@ def test_read_classes_keeps_particles_light_and_loads_the_table_on_demand(tmp_pa
     kept = starfile.read(out)["particles"]
     pd.testing.assert_frame_equal(kept, table[table["rlnClassNumber"].isin([1, 3])].reset_index(drop=True))
     assert len(starfile.read(tmp_path / "rejected.star")["particles"]) == len(table) - len(kept)
+    pd.testing.assert_frame_equal(classes.optics, starfile.read(data)["optics"])
     pd.testing.assert_frame_equal(classes.particles, table)    # the table, read when asked for
     assert loaded
 
@@ -329,3 +330,23 @@ def test_count_pass_memory_does_not_grow_with_the_particles(tmp_path):
     print("tracemalloc peaks", peaks)
     assert peaks[200_000] < 8 * 2**20, peaks
     assert peaks[200_000] < peaks[20_000] + 2**20, peaks
+
+
+def test_rebalance_outputs_from_a_streamed_data_star(tmp_path):
+    """Rebalance reads only the class column and copies the kept / excluded rows verbatim."""
+    from test_io import make_relion31_job
+
+    from classranker_plugin.cli.rebalance import write_outputs
+    from classranker_plugin.rebalance import rebalance_classes
+
+    job = make_relion31_job(tmp_path / "p", n_classes=5, n_particles=600)
+    classes = read_classes(job / "run_it002_model.star")
+    result = rebalance_classes(classes, 2, factor=0.0, max_size=100, seed=0)
+    write_outputs(tmp_path / "out", classes, result)
+    assert not classes.particle_set.table_loaded
+    data = starfile.read(job / "run_it002_data.star")
+    kept = starfile.read(tmp_path / "out" / "particles_retained.star")
+    dropped = starfile.read(tmp_path / "out" / "particles_excluded.star")
+    pd.testing.assert_frame_equal(kept["optics"], data["optics"])
+    pd.testing.assert_frame_equal(kept["particles"], data["particles"][result.keep].reset_index(drop=True))
+    pd.testing.assert_frame_equal(dropped["particles"], data["particles"][~result.keep].reset_index(drop=True))

@@ -58,17 +58,14 @@ def main(args) -> int:
 def write_outputs(outdir, classset, result) -> list:
     """Write the particle STAR files, superclasses.csv and the two plots into ``outdir`` atomically."""
     from ..io.atomic import atomic_output_dir
-    from ..io.star import write_star
+    from ..io.writers import write_particle_rows
 
-    if classset.particles is None:
+    if not classset.has_particles:
         raise InputError("no particles to write", classset.source or None, "give the job's data.star")
     keep = np.asarray(result.keep, dtype=bool)
-    with atomic_output_dir(outdir) as tmp:
-        for name, rows in (("particles_retained.star", keep), ("particles_excluded.star", ~keep)):
-            subset = classset.particles.loc[rows]
-            blocks = {"": subset} if classset.optics is None else {"optics": classset.optics,
-                                                                  "particles": subset}
-            write_star(tmp / name, blocks)
+    with atomic_output_dir(outdir) as tmp:  # both files in one streamed pass over the data.star
+        write_particle_rows(tmp / "particles_retained.star", classset, keep,
+                            rejected_path=tmp / "particles_excluded.star")
         result.table.to_csv(tmp / "superclasses.csv", index=False)
         plot_affinity(tmp / "affinity.png", result.affinity, result.superclass, classset.class_numbers)
         plot_counts(tmp / "counts.png", result.superclass_counts(), result.cap)

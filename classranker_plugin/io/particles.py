@@ -285,52 +285,91 @@ class _Anchor:
         if not before:
             return cls(True, 128)
         if max(before) < max(after):
-            return cls(False, int(min(_MAX_WINDOW, (max(before) + 24 + 7) // 8 * 8)))
-        return cls(True, int(min(_MAX_WINDOW, (max(after) + 24 + 7) // 8 * 8)))
+            return cls(False, int(min(_MAX_WINDOW, (max(before) + 16 + 63) // 64 * 64)))
+        return cls(True, int(min(_MAX_WINDOW, (max(after) + 16 + 63) // 64 * 64)))
+
+
+_ONE = np.uint64(1)
+_M1, _M2, _M4 = (np.uint64(0x5555555555555555), np.uint64(0x3333333333333333),
+                 np.uint64(0x0F0F0F0F0F0F0F0F))
+_H01 = np.uint64(0x0101010101010101)
+
+
+def _popcount(v: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (SWAR; numpy 1.x has no bit_count)."""
+    v = v - ((v >> _ONE) & _M1)
+    v = (v & _M2) + ((v >> np.uint64(2)) & _M2)
+    v = (v + (v >> np.uint64(4))) & _M4
+    return ((v * _H01) >> np.uint64(56)).astype(np.int64)
+
+
+def _bit_masks(width_bits: np.ndarray) -> np.ndarray:
+    """uint64 with the lowest ``width_bits`` (0..64) bits set."""
+    width_bits = np.clip(width_bits, 0, 64).astype(np.uint64)
+    full = width_bits >= 64
+    shift = np.where(full, 0, width_bits).astype(np.uint64)
+    return np.where(full, ~np.uint64(0), (_ONE << shift) - _ONE)
 
 
 def _fast_classes(a: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleLoop,
                   anchor: _Anchor) -> tuple[np.ndarray, np.ndarray]:
-    """(ok, class) per line: the class field found by counting fields from the anchored end within
-    the window and parsed as plain digits; ok False where that did not work (slow path)."""
+    """(ok, class) per line: the class field found by counting fields from the anchored end of the
+    line within ``anchor.width`` bytes and parsed as plain digits; ok False where that did not work
+    (those lines take the slow path).
+
+    The window's whitespace flags are packed into 64-bit words (one bit a byte, ordered from the
+    anchored end), so finding the n-th field start is a few integer operations per line.
+    """
     n = len(ls)
     width = anchor.width
-    windows = sliding_window_view(a, width)
+    words = width // 64
     length = le - ls
-    if anchor.from_end:
-        win = windows[le - width]                       # bytes [le - width, le)
-        origin = le - width
-        need = loop.n_columns - loop.column             # starts counted from the right
-    else:
-        win = windows[ls - 1]                           # bytes [ls - 1, ls - 1 + width)
-        origin = ls - 1
+    windows = sliding_window_view(a, width)
+    if anchor.from_end:   # bytes [le - width, le); bit b of the words: byte le - 1 - b
+        ws = windows[le - width] <= 32
+        packed = np.packbits(ws, axis=1, bitorder="big").view(">u8").reshape(n, words)
+        bits = np.ascontiguousarray(packed[:, ::-1], dtype=np.uint64)
+        need = loop.n_columns - loop.column             # field starts counted from the right
+        inside = length                                 # bits >= length: before the line
+    else:                 # bytes [ls - 1, ls - 1 + width); bit b: byte ls - 1 + b
+        ws = windows[ls - 1] <= 32
+        bits = np.packbits(ws, axis=1, bitorder="little").view("<u8").reshape(n, words).astype(np.uint64)
         need = loop.column + 1
-    ws = (win <= 32).ravel()
-    where = np.flatnonzero(ws[:-1] > ws[1:]) + 1        # a field starts at flat index ``where``
-    row, col = np.divmod(where, width)
-    if anchor.from_end:                                 # inside the line: col >= width - length
-        inside = col >= np.maximum(width - length, 1)[row]
-    else:                                               # col 1 .. length
-        inside = (col >= 1) & (col <= length[row])
-    row, col = row[inside], col[inside]
-    count = np.bincount(row, minlength=n)
-    ok = count >= need
-    if anchor.from_end:
-        pick = np.cumsum(count) - need
+        inside = length + 1                             # bit 0: the newline before the line
+    for w in range(words):                              # outside the line: whitespace
+        bits[:, w] |= ~_bit_masks(inside - 64 * w)
+    if anchor.from_end:    # a start (in file order): not blank, and the byte before it blank
+        neighbour = bits >> _ONE
+        neighbour[:, :-1] |= bits[:, 1:] << np.uint64(63)
     else:
-        pick = np.cumsum(count) - count + need - 1
+        neighbour = bits << _ONE
+        neighbour[:, 1:] |= bits[:, :-1] >> np.uint64(63)
+    starts = ~bits & neighbour
+    before = np.cumsum(_popcount(starts), axis=1)
+    word = (before < need).sum(axis=1)                  # the word holding the need-th start
+    ok = word < words
+    rows = np.flatnonzero(ok)
+    word = word[rows]
+    rank = need - np.where(word > 0, before[rows, np.maximum(word - 1, 0)], 0)   # 1-based in word
+    x = starts[rows, word]
+    for t in range(int(rank.max(initial=1)) - 1):       # clear the lowest set bits before it
+        x = np.where(t < rank - 1, x & (x - _ONE), x)
+    lowest = x & (~x + _ONE)
+    bit = np.frexp(lowest.astype(np.float64))[1] - 1 + 64 * word
     position = np.zeros(n, dtype=np.int64)
-    position[ok] = origin[ok] + col[pick[ok]]
+    if anchor.from_end:
+        position[rows] = le[rows] - 1 - bit
+    else:
+        position[rows] = ls[rows] - 1 + bit
     digits = sliding_window_view(a, _DIGITS + 1)[position[ok]]
     value = digits - np.uint8(48)
     is_digit = value <= 9
-    length = np.argmin(is_digit, axis=1)                # first byte that is not a digit
-    end_byte = digits[np.arange(len(digits)), length]
-    parsed = (length > 0) & (end_byte <= 32)
+    n_digits = np.argmin(is_digit, axis=1)              # first byte that is not a digit
+    end_byte = digits[np.arange(len(digits)), n_digits]
+    parsed = (n_digits > 0) & (end_byte <= 32)
     number = np.zeros(len(digits), dtype=np.int64)
-    for i in range(_DIGITS):
-        take = i < length
-        number = np.where(take, number * 10 + value[:, i], number)
+    for i in range(int(n_digits.max(initial=0))):
+        number = np.where(i < n_digits, number * 10 + value[:, i], number)
     classes = np.zeros(n, dtype=np.int64)
     ok_index = np.flatnonzero(ok)
     classes[ok_index] = number

@@ -123,12 +123,33 @@ def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: 
     unknown = np.setdiff1d(wanted, classset.class_numbers)
     if unknown.size:
         raise ValueError(f"selected class numbers {unknown.tolist()} are not among the classes")
+    if particle_set.table_loaded:  # rows chosen from the table as it is now
+        selection = Selection(rows=np.isin(particle_set.class_numbers, wanted))
+    else:
+        selection = Selection(classes=wanted)
+    return _write_selection(path, classset, selection, rejected_path)
+
+
+def write_particle_rows(path: PathLike, classset: ClassSet, keep: Sequence[bool],
+                        rejected_path: Optional[PathLike] = None) -> Path:
+    """Like :func:`write_particles` for a per-particle choice: the particles where ``keep`` is True
+    (one flag per particle, file order), and the others in ``rejected_path`` if given."""
+    particle_set = classset.particle_set
+    if particle_set is None:
+        raise InputError("no particles to write (no data.star was read)", classset.source or None,
+                         "give the job's run_itNNN_data.star (data_star=...)")
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != (len(particle_set),):
+        raise ValueError(f"expected {len(particle_set)} particle flags, got shape {keep.shape}")
+    return _write_selection(path, classset, Selection(rows=keep), rejected_path)
+
+
+def _write_selection(path: PathLike, classset: ClassSet, selection: Selection,
+                     rejected_path: Optional[PathLike]) -> Path:
+    """The streamed verbatim copy from the particles' data.star when there is one, else the table."""
+    particle_set = classset.particle_set
     source = classset.extra.get("data_star")
     if source and Path(source).is_file() and particle_set.write_subset is not None:
-        if particle_set.table_loaded:  # rows chosen from the table as it is now
-            selection = Selection(rows=np.isin(particle_set.class_numbers, wanted))
-        else:
-            selection = Selection(classes=wanted)
         try:
             particle_set.write_subset(path, selection, rejected_path)
             return Path(path)
@@ -136,11 +157,10 @@ def write_particles(path: PathLike, classset: ClassSet, selected_class_numbers: 
             if not particle_set.table_loaded:
                 raise
     particles = classset.particles
-    for target, keep in ((path, True), (rejected_path, False)):
+    for target, chosen in ((path, selection), (rejected_path, selection.inverted())):
         if target is None:
             continue
-        mask = np.isin(particles["rlnClassNumber"].to_numpy(), wanted) == keep
-        subset = particles.loc[mask]
+        subset = particles.loc[chosen.mask(particles["rlnClassNumber"].to_numpy())]
         if classset.optics is not None:
             blocks = {"optics": classset.optics, "particles": subset}
         else:
