@@ -67,11 +67,14 @@ class ProtClassRankerRebalance2D(Prot2D):
         classset, ids = classes_to_classset(inClasses)
         pids, cids = [], []
         for cid in ids:  # no nested iteration: it would share the sqlite cursor
-            members = sorted(inClasses[cid].getUniqueValues("id", where="enabled=1"))
-            pids.extend(members)
-            cids.extend([cid] * len(members))
-        particles = pd.DataFrame({"particle_id": np.asarray(pids, dtype=np.int64),
-                                  "rlnClassNumber": np.asarray(cids, dtype=np.int64)})
+            # one class's ids at a time as Python ints, kept as numpy (8 bytes per particle)
+            members = np.sort(np.asarray(inClasses[cid].getUniqueValues("id", where="enabled=1"),
+                                         dtype=np.int64))
+            pids.append(members)
+            cids.append(np.full(len(members), cid, dtype=np.int64))
+        empty = np.zeros(0, dtype=np.int64)
+        particles = pd.DataFrame({"particle_id": np.concatenate(pids) if pids else empty,
+                                  "rlnClassNumber": np.concatenate(cids) if cids else empty})
         classset = ClassSet(images=classset.images, table=classset.table,
                             pixel_size=classset.pixel_size, particles=particles,
                             source=classset.source)
