@@ -44,7 +44,7 @@ PathLike = Union[str, os.PathLike]
 CLASS_LABEL = "rlnClassNumber"
 CHUNK_BYTES = 1 << 22          # 4 MiB per numpy pass: stays in cache
 _MAX_WINDOW = 512              # widest window (bytes) searched for the class field from a line end
-_DIGITS = 10                   # class numbers of up to 9 digits on the fast path
+_DIGITS = 6                    # class numbers of up to 6 digits on the fast path (longer: slow path)
 _PAD = _MAX_WINDOW + 16
 _WS_TABLE = bytes(32 if b <= 32 else b for b in range(256))  # the scanner's whitespace: bytes <= 32
 #: one field as starfile (pandas, quotechar '"', ' read as ") reads it: a quoted string, or up to a '#'
@@ -345,15 +345,23 @@ def _fast_classes(a: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleL
         neighbour = bits << _ONE
         neighbour[:, 1:] |= bits[:, :-1] >> np.uint64(63)
     starts = ~bits & neighbour
-    before = np.cumsum(_popcount(starts), axis=1)
-    word = (before < need).sum(axis=1)                  # the word holding the need-th start
-    ok = word < words
-    rows = np.flatnonzero(ok)
-    word = word[rows]
-    rank = need - np.where(word > 0, before[rows, np.maximum(word - 1, 0)], 0)   # 1-based in word
-    x = starts[rows, word]
-    for t in range(int(rank.max(initial=1)) - 1):       # clear the lowest set bits before it
-        x = np.where(t < rank - 1, x & (x - _ONE), x)
+    if words == 1:        # clear the need - 1 lowest starts: the lowest left is the class field
+        x = starts[:, 0]
+        for _ in range(need - 1):
+            x &= x - _ONE
+        ok = x != 0
+        rows = np.flatnonzero(ok)
+        x, word = x[rows], 0
+    else:
+        before = np.cumsum(_popcount(starts), axis=1)
+        word = (before < need).sum(axis=1)              # the word holding the need-th start
+        ok = word < words
+        rows = np.flatnonzero(ok)
+        word = word[rows]
+        rank = need - np.where(word > 0, before[rows, np.maximum(word - 1, 0)], 0)  # 1-based in word
+        x = starts[rows, word]
+        for t in range(int(rank.max(initial=1)) - 1):   # clear the lowest set bits before it
+            x = np.where(t < rank - 1, x & (x - _ONE), x)
     lowest = x & (~x + _ONE)
     bit = np.frexp(lowest.astype(np.float64))[1] - 1 + 64 * word
     position = np.zeros(n, dtype=np.int64)
