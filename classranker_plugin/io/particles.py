@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from ..classset import ParticleSet, Selection
 from ..errors import InputError
@@ -44,7 +44,6 @@ PathLike = Union[str, os.PathLike]
 CLASS_LABEL = "rlnClassNumber"
 CHUNK_BYTES = 1 << 22          # 4 MiB per numpy pass: stays in cache
 _MAX_WINDOW = 512              # widest window (bytes) searched for the class field from a line end
-_DIGITS = 6                    # class numbers of up to 6 digits on the fast path (longer: slow path)
 _PAD = _MAX_WINDOW + 16
 _WS_TABLE = bytes(32 if b <= 32 else b for b in range(256))  # the scanner's whitespace: bytes <= 32
 #: one field as starfile (pandas, quotechar '"', ' read as ") reads it: a quoted string, or up to a '#'
@@ -293,6 +292,9 @@ _ONE = np.uint64(1)
 _M1, _M2, _M4 = (np.uint64(0x5555555555555555), np.uint64(0x3333333333333333),
                  np.uint64(0x0F0F0F0F0F0F0F0F))
 _H01 = np.uint64(0x0101010101010101)
+_ZEROS = np.uint64(0x3030303030303030)     # '0' in every byte
+_LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
+_TEN_UP = np.uint64(0x7676767676767676)    # + (0x80 - 10): high bit set for bytes >= 10
 
 
 def _popcount(v: np.ndarray) -> np.ndarray:
@@ -303,19 +305,29 @@ def _popcount(v: np.ndarray) -> np.ndarray:
     return ((v * _H01) >> np.uint64(56)).astype(np.int64)
 
 
-def _bit_masks(width_bits: np.ndarray) -> np.ndarray:
-    """uint64 with the lowest ``width_bits`` (0..64) bits set."""
-    width_bits = np.clip(width_bits, 0, 64).astype(np.uint64)
-    full = width_bits >= 64
-    shift = np.where(full, 0, width_bits).astype(np.uint64)
-    return np.where(full, ~np.uint64(0), (_ONE << shift) - _ONE)
+def _low_bits(count: np.ndarray) -> np.ndarray:
+    """uint64 with the lowest ``count`` (clipped to 0..64) bits set."""
+    count = np.clip(count, 0, 64)
+    shifted = _ONE << np.minimum(count, 63).astype(np.uint64)
+    return np.where(count >= 64, ~np.uint64(0), shifted - _ONE)
 
 
-def _fast_classes(a: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleLoop,
+def _rows_of(array: np.ndarray, width: int) -> np.ndarray:
+    """Read-only view: row i is array[i:i + width] (sliding_window_view without its overhead)."""
+    return as_strided(array, shape=(len(array) - width + 1, width),
+                      strides=(array.strides[0], array.strides[0]), writeable=False)
+
+
+def _words_at(raw: bytearray) -> np.ndarray:
+    """uint64 (little-endian) starting at every byte offset of ``raw`` (unaligned reads)."""
+    return np.ndarray(shape=(len(raw) - 7,), dtype="<u8", buffer=raw, offset=0, strides=(1,))
+
+
+def _fast_classes(raw: bytearray, ws: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleLoop,
                   anchor: _Anchor) -> tuple[np.ndarray, np.ndarray]:
     """(ok, class) per line: the class field found by counting fields from the anchored end of the
     line within ``anchor.width`` bytes and parsed as plain digits; ok False where that did not work
-    (those lines take the slow path).
+    (those lines take the slow path). ``ws``: bytes <= 32 of the whole of ``raw``.
 
     The window's whitespace flags are packed into 64-bit words (one bit a byte, ordered from the
     anchored end), so finding the n-th field start is a few integer operations per line.
@@ -324,20 +336,19 @@ def _fast_classes(a: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleL
     width = anchor.width
     words = width // 64
     length = le - ls
-    windows = sliding_window_view(a, width)
+    windows = _rows_of(ws, width)
     if anchor.from_end:   # bytes [le - width, le); bit b of the words: byte le - 1 - b
-        ws = windows[le - width] <= 32
-        packed = np.packbits(ws, axis=1, bitorder="big").view(">u8").reshape(n, words)
+        packed = np.packbits(windows[le - width], axis=1, bitorder="big").view(">u8").reshape(n, words)
         bits = np.ascontiguousarray(packed[:, ::-1], dtype=np.uint64)
         need = loop.n_columns - loop.column             # field starts counted from the right
         inside = length                                 # bits >= length: before the line
     else:                 # bytes [ls - 1, ls - 1 + width); bit b: byte ls - 1 + b
-        ws = windows[ls - 1] <= 32
-        bits = np.packbits(ws, axis=1, bitorder="little").view("<u8").reshape(n, words).astype(np.uint64)
+        bits = np.packbits(windows[ls - 1], axis=1, bitorder="little").view("<u8").reshape(n, words)
+        bits = bits.astype(np.uint64)
         need = loop.column + 1
         inside = length + 1                             # bit 0: the newline before the line
     for w in range(words):                              # outside the line: whitespace
-        bits[:, w] |= ~_bit_masks(inside - 64 * w)
+        bits[:, w] |= ~_low_bits(inside - 64 * w)
     if anchor.from_end:    # a start (in file order): not blank, and the byte before it blank
         neighbour = bits >> _ONE
         neighbour[:, :-1] |= bits[:, 1:] << np.uint64(63)
@@ -364,24 +375,25 @@ def _fast_classes(a: np.ndarray, ls: np.ndarray, le: np.ndarray, loop: ParticleL
             x = np.where(t < rank - 1, x & (x - _ONE), x)
     lowest = x & (~x + _ONE)
     bit = np.frexp(lowest.astype(np.float64))[1] - 1 + 64 * word
-    position = np.zeros(n, dtype=np.int64)
     if anchor.from_end:
-        position[rows] = le[rows] - 1 - bit
+        position = le[rows] - 1 - bit
     else:
-        position[rows] = ls[rows] - 1 + bit
-    digits = sliding_window_view(a, _DIGITS + 1)[position[ok]]
-    value = digits - np.uint8(48)
-    is_digit = value <= 9
-    n_digits = np.argmin(is_digit, axis=1)              # first byte that is not a digit
-    end_byte = digits[np.arange(len(digits)), n_digits]
-    parsed = (n_digits > 0) & (end_byte <= 32)
-    number = np.zeros(len(digits), dtype=np.int64)
+        position = ls[rows] - 1 + bit
+    # the field's first 8 bytes as one little-endian word: digits, then a blank
+    text = _words_at(raw)[position]
+    digits = text ^ _ZEROS                              # '0'..'9' -> 0..9
+    not_digit = (((digits & _LOW7) + _TEN_UP) | digits) & _HIGH   # high bit: byte >= 10
+    first = not_digit & (~not_digit + _ONE)             # the lowest non-digit byte (0 if none)
+    n_digits = (np.frexp(first.astype(np.float64))[1] - 8) // 8   # its index
+    end_byte = (text >> (8 * np.maximum(n_digits, 0)).astype(np.uint64)) & np.uint64(0xFF)
+    parsed = (first != 0) & (n_digits > 0) & (end_byte <= 32)
+    number = np.zeros(len(rows), dtype=np.int64)
     for i in range(int(n_digits.max(initial=0))):
-        number = np.where(i < n_digits, number * 10 + value[:, i], number)
+        value = ((digits >> np.uint64(8 * i)) & np.uint64(0xFF)).astype(np.int64)
+        number = np.where(i < n_digits, number * 10 + value, number)
     classes = np.zeros(n, dtype=np.int64)
-    ok_index = np.flatnonzero(ok)
-    classes[ok_index] = number
-    ok[ok_index[~parsed]] = False
+    classes[rows] = number
+    ok[rows[~parsed]] = False
     return ok, classes
 
 
@@ -450,6 +462,26 @@ def scan_rows(loop: ParticleLoop, end: Optional[ScanEnd] = None,
                              f"{_blocks_found(names)})", path, "give the RELION file of the right kind")
 
 
+def _newlines(a: np.ndarray, begin: int, stop: int) -> np.ndarray:
+    """Sorted offsets of the newlines in a[begin:stop]: flags packed 64 to a word, then the set bits
+    of the few non-zero words (cheaper than flatnonzero over every byte)."""
+    flags = np.packbits(a[begin:stop] == 10, bitorder="little")
+    flags = np.concatenate([flags, np.zeros(-len(flags) % 8, dtype=np.uint8)]).view("<u8")
+    where = np.flatnonzero(flags)
+    x = flags[where]
+    base = where * 64 + begin
+    parts = []
+    while len(x):
+        lowest = x & (~x + _ONE)
+        parts.append(base + np.frexp(lowest.astype(np.float64))[1] - 1)
+        x = x & (x - _ONE)
+        more = x != 0
+        x, base = x[more], base[more]
+    if len(parts) == 1:
+        return parts[0]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, line_number: int,
                 first_row: int) -> tuple[Optional[_Chunk], int, Optional[int]]:
     """(rows, lines read, offset in ``raw`` of a data_ line ending the loop or None) of the complete
@@ -462,14 +494,14 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, 
     reported with its line number.
     """
     a = np.frombuffer(raw, dtype=np.uint8)
-    newlines = np.flatnonzero(a[_PAD:stop] == 10) + _PAD
+    newlines = _newlines(a, _PAD, stop)
     ls = np.empty(len(newlines), dtype=np.int64)
     ls[0] = _PAD
     ls[1:] = newlines[:-1] + 1
     block_start = None
     maybe = np.flatnonzero(a[ls] == 100)                # 'd'
     if len(maybe):
-        is_block = (sliding_window_view(a, 5)[ls[maybe]] == np.frombuffer(b"data_", np.uint8)).all(axis=1)
+        is_block = (_rows_of(a, 5)[ls[maybe]] == np.frombuffer(b"data_", np.uint8)).all(axis=1)
         if is_block.any():
             first = int(maybe[np.argmax(is_block)])
             block_start = int(ls[first])
@@ -479,10 +511,11 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, 
         return None, 0, block_start
     le = newlines
     segment = a[_PAD:stop]
-    ws = segment <= 32
+    ws_all = a[:stop + _PAD] <= 32                      # the windows reach at most _PAD beyond
+    ws = ws_all[_PAD:stop]
     fields = int(np.count_nonzero(ws[:-1] > ws[1:])) + int(not ws[0])
-    del ws
-    ok, classes = _fast_classes(a, ls, le, loop, anchor)
+    ok, classes = _fast_classes(raw, ws_all, ls, le, loop, anchor)
+    del ws, ws_all
     matched = False
     for careful in (False, True):
         if careful:
