@@ -220,6 +220,8 @@ def read_reference_images(references: pd.Series, class_numbers: np.ndarray, mode
     if any(size != box for _, _, size in plan[1:]):
         raise InputError("the reference images have different box sizes", model_star,
                          "give class averages of one job")
+    if len(plan) == 1:                           # one stack: its rows are all rows, in order
+        return read_mrc_images(plan[0][0], indices)
     images = np.empty((len(files), box, box), dtype=np.float32)
     for stack, rows, _ in plan:
         images[rows] = read_mrc_images(stack, indices[rows])

@@ -101,8 +101,8 @@ def read_mrc_images(path: PathLike, indices: Optional[np.ndarray] = None) -> np.
                     raise InputError(f"image index {int(indices.max()) + 1} is beyond the "
                                      f"{len(data)} images of the stack", path,
                                      "give the stack written by the same job")
-                data = data[indices]
-            images = np.array(data, dtype=np.float32)
+                data = data[indices]                 # already a copy in memory
+            images = np.array(data, dtype=np.float32) if indices is None else np.asarray(data, dtype=np.float32)
     except (ValueError, OSError) as error:
         if isinstance(error, InputError):
             raise
