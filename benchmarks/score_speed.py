@@ -62,28 +62,34 @@ def raw_read(path: Path) -> np.ndarray:
         return np.array(mrc.data, dtype=np.float32)
 
 
+STEPS = ("raw", "read", "windows", "features", "inference", "total", "score_classes")
+
+
 def time_steps(model_star: Path, stack_path: Path, ranker, repeats: int) -> dict:
-    steps = {name: [] for name in ("raw", "read", "windows", "features", "inference", "total", "score_classes")}
+    """Wall-clock and CPU seconds (all threads of this process) of every step, one list per step."""
+    wall = {name: [] for name in STEPS}
+    cpu = {name: [] for name in STEPS}
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        marks = [(time.perf_counter(), time.process_time())]
         raw = raw_read(stack_path)
-        t1 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         classes = read_classes(model_star, with_particles=False)
-        t2 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         images, frame = model_images_and_frame(classes, size=ranker.image_size)
-        t3 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         features = compute_features(classes, ranker.feature_set, frame=frame)
-        t4 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         scores = ranker.score(images, features.values)
-        t5 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         result = score_classes(classes, ranker, device="cpu")
-        t6 = time.perf_counter()
-        for name, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t1, t6 - t5)):
-            steps[name].append(seconds)
+        marks.append((time.perf_counter(), time.process_time()))
+        spans = [(a, b) for a, b in zip(marks[:-1], marks[1:])]
+        spans = spans[:5] + [(marks[1], marks[5]), spans[5]]          # total: read_classes .. inference
+        for name, (start, end) in zip(STEPS, spans):
+            wall[name].append(end[0] - start[0])
+            cpu[name].append(end[1] - start[1])
         del raw
-    steps["scores"] = scores
-    steps["result"] = result
-    return steps
+    return {"wall": wall, "cpu": cpu, "scores": scores, "result": result}
 
 
 def main():
@@ -107,33 +113,36 @@ def main():
         t0 = time.perf_counter()
         ranker = load_model(device="cpu")
         load_s = time.perf_counter() - t0
-        time_steps(model_star, stack_path, ranker, 1)                 # warm-up (caches, allocator)
+        cold = time_steps(model_star, stack_path, ranker, 1)          # first run: operators, oneDNN set-up
         load_before, before = load_line()
         steps = time_steps(model_star, stack_path, ranker, args.repeats)
         load_after, after = load_line()
         busy = max(load_before, load_after) > 0.5 * (os.cpu_count() or 1)
 
         size_mb = args.classes * args.box * args.box * 4 / 1e6
-        print(f"scoring {args.classes} classes of box {args.box} on the CPU, median of {args.repeats} "
+        print(f"scoring {args.classes} classes of box {args.box} on the CPU, median of {args.repeats} runs "
               f"(fastest in brackets); threads: torch {torch.get_num_threads()}, FFT {FFT_WORKERS}, "
               f"BLAS {blas_threads()}; {os.cpu_count()} CPUs")
-        print(f"  {before} before, {after} after" + ("  -> BUSY: figures are pessimistic" if busy else ""))
+        print(f"  {before} before, {after} after" + ("  -> BUSY: wall times are pessimistic" if busy else ""))
         labels = {
-            "raw": f"raw stack read     (mrcfile mmap + copy, {size_mb:.0f} MB float32; a floor for reading)",
-            "read": "read_classes       (model.star + classes.mrcs, validated)",
-            "windows": "model images       (64 px images + the feature frame, one pass)",
-            "features": "features           (feature vectors from the frame)",
-            "inference": "inference          (CNN + MLP)",
-            "total": "total              (read_classes + images + features + inference)",
-            "score_classes": "score_classes      (images, features, inference and explanations)",
+            "raw": ("raw stack read", f"mrcfile mmap + copy, {size_mb:.0f} MB float32: a floor for reading"),
+            "read": ("read_classes", "model.star + classes.mrcs, validated"),
+            "windows": ("model images", "64 px images + the feature frame, one pass"),
+            "features": ("features", "feature vectors from the frame"),
+            "inference": ("inference", "CNN + MLP"),
+            "total": ("total", "read_classes + model images + features + inference"),
+            "score_classes": ("score_classes", "images, features, inference and explanations"),
         }
-        print(f"  load model         {load_s:7.3f} s  (once)")
-        for name, label in labels.items():
-            values = steps[name]
-            print(f"  {label.split('(')[0]}{statistics.median(values):7.3f} s  [{min(values):.3f}]  "
-                  f"({label.split('(', 1)[1]}")
+        print(f"  {'':16s} {'wall s':>7s}  {'fastest':>7s}  {'CPU s':>6s}")
+        print(f"  {'load model':16s} {load_s:7.3f}  {'':7s}  {'':6s}  (once)")
+        for name, (label, what) in labels.items():
+            wall, cpu = steps["wall"][name], steps["cpu"][name]
+            print(f"  {label:16s} {statistics.median(wall):7.3f}  [{min(wall):.3f}]  {statistics.median(cpu):6.3f}  ({what})")
+        print(f"  {'first run, cold':16s} {cold['wall']['total'][0]:7.3f}  {'':7s}  {cold['cpu']['total'][0]:6.3f}  "
+              f"(total, as in a fresh process: window operators, oneDNN kernels)")
         print(f"  score_classes timings of the last run: "
               + ", ".join(f"{k} {v:.3f} s" for k, v in steps["result"].timings.items()))
+        print("  (CPU s: the process's CPU time over all its threads, less sensitive to other jobs)")
         if args.particles <= 0:
             return
         scores = steps["scores"]
