@@ -10,9 +10,10 @@ afterwards unless --keep), then for each prints:
   count pass     find_particle_loop + count_particles: per-class particle counts
   class array    particle_classes: rlnClassNumber of every particle as int32
   subset         write_subset of half the classes (rows copied verbatim; optics block kept)
-Each step but cat runs in its own child process: time of the step itself (after imports) and the
-child's peak RSS (getrusage RUSAGE_SELF ru_maxrss), shown also above the baseline of a child that
-only imports the same modules; for our steps also the tracemalloc peak (Python + numpy buffers).
+Each step but cat runs in its own child process: time of the step itself (after imports; wall and
+CPU time, the latter less sensitive to a busy machine) and the child's peak RSS (getrusage RUSAGE_SELF ru_maxrss), shown also above the baseline of a child that
+only imports the same modules; for our steps also the tracemalloc peak (Python + numpy buffers),
+from a second run (tracemalloc slows every allocation, so it is not on while timing).
 starfile at the largest size is skipped when 10x its peak at the smaller size would not fit in half
 of the available memory (the figure is then extrapolated, and said so). Asserts nothing.
 
@@ -87,9 +88,12 @@ def _step(name: str, path: str, out: str) -> dict:
     from classranker_plugin.io.particles import (count_particles, find_particle_loop, particle_classes,
                                                  write_subset)
     result = {}
-    trace = name in ("count", "classes", "subset")
+    trace = name.endswith("+trace")      # tracemalloc slows allocations: memory from a second run
+    name = name.split("+")[0]
     if trace:
         tracemalloc.start()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
     if name == "read":
         buffer = bytearray(1 << 24)
@@ -110,6 +114,8 @@ def _step(name: str, path: str, out: str) -> dict:
         write_subset(path, [(out, Selection(classes=keep))])
         result["bytes_written"] = os.path.getsize(out)
     result["seconds"] = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime - cpu0
     if trace:
         result["tracemalloc_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
@@ -126,13 +132,18 @@ def run_step(name: str, path: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cat_seconds(path: Path, repeats: int = 3) -> float:
+def cat_seconds(path: Path, repeats: int = 3) -> tuple[float, float]:
+    """(best wall time, its CPU time) of `cat path > /dev/null`, page cache warmed first."""
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
-    best = float("inf")
+    best = (float("inf"), float("nan"))
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-        best = min(best, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        best = min(best, (seconds, cpu))
     return best
 
 
@@ -172,8 +183,8 @@ def main():
             print(f"\n{n:,} particles: {size / 1e6:,.0f} MB ({size / n:.0f} bytes a row), generated in "
                   f"{seconds:.1f} s")
             rows = []
-            t_cat = cat_seconds(path)
-            rows.append(("cat > /dev/null (warm)", t_cat, None, None))
+            t_cat, cpu_cat = cat_seconds(path)
+            rows.append(("cat > /dev/null (warm)", t_cat, cpu_cat, None, None))
             for name, label in (("read", "python read, 16 MB chunks"), ("starfile", "starfile.read"),
                                 ("count", "count pass (ours)"), ("classes", "class array int32 (ours)"),
                                 ("subset", "subset, half the classes (ours)")):
@@ -185,23 +196,28 @@ def main():
                               f"from {small_n:,} particles (> half of the {available_mb() / 1024:.1f} GiB "
                               f"available)")
                         rows.append((label + " (extrapolated x%d, not run)" % (n // small_n),
-                                     starfile_seconds * n / small_n, estimate, None))
+                                     starfile_seconds * n / small_n, starfile_cpu * n / small_n,
+                                     estimate, None))
                         continue
                 result = run_step(name, path, out)
+                if name in ("count", "classes", "subset"):
+                    result["tracemalloc_mb"] = run_step(name + "+trace", path, out)["tracemalloc_mb"]
                 if name == "starfile":
                     starfile_peak[n], starfile_seconds = result["peak_rss_mb"], result["seconds"]
-                rows.append((label, result["seconds"], result["peak_rss_mb"], result.get("tracemalloc_mb")))
+                    starfile_cpu = result["cpu_seconds"]
+                rows.append((label, result["seconds"], result["cpu_seconds"], result["peak_rss_mb"],
+                             result.get("tracemalloc_mb")))
                 if name == "subset":
                     print(f"  subset: {result['bytes_written'] / 1e6:,.0f} MB written")
                     out.unlink(missing_ok=True)
-            print(f"  {'step':<48} {'time s':>8} {'x cat':>7} {'peak RSS MB':>12} {'above base':>11} "
-                  f"{'tracemalloc MB':>15}")
-            for label, seconds, rss, traced in rows:
+            print(f"  {'step':<48} {'time s':>8} {'x cat':>7} {'CPU s':>7} {'peak RSS MB':>12} "
+                  f"{'above base':>11} {'tracemalloc MB':>15}")
+            for label, seconds, cpu, rss, traced in rows:
                 above = "" if rss is None else f"{rss - baseline:11.0f}"
                 rss_text = "" if rss is None else f"{rss:12.0f}"
                 traced_text = "" if traced is None else f"{traced:15.1f}"
-                print(f"  {label:<48} {seconds:8.2f} {seconds / t_cat:7.1f} {rss_text:>12} {above:>11} "
-                      f"{traced_text:>15}")
+                print(f"  {label:<48} {seconds:8.2f} {seconds / t_cat:7.1f} {cpu:7.2f} {rss_text:>12} "
+                      f"{above:>11} {traced_text:>15}")
             if not args.keep:
                 path.unlink()
     finally:
