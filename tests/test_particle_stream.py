@@ -350,3 +350,31 @@ def test_rebalance_outputs_from_a_streamed_data_star(tmp_path):
     pd.testing.assert_frame_equal(kept["optics"], data["optics"])
     pd.testing.assert_frame_equal(kept["particles"], data["particles"][result.keep].reset_index(drop=True))
     pd.testing.assert_frame_equal(dropped["particles"], data["particles"][~result.keep].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("position", [0, 1, 4, 5, 7, 10, 11])
+def test_class_column_anywhere_in_the_row(tmp_path, position):
+    """The class field found from the nearer line end, within one or several 64-byte words."""
+    lines, classes = rows_text(300, seed=9)
+    order = [i for i in range(len(LABELS)) if i != 7]
+    order.insert(position, 7)
+    rows = []
+    for line in lines:
+        fields = line.split()
+        rows.append(" ".join(fields[i] for i in order) + "\n")
+    path = tmp_path / "data.star"
+    path.write_text(OPTICS + "data_particles\n\n" + labels_text([LABELS[i] for i in order]) + "".join(rows))
+    np.testing.assert_array_equal(particle_classes(path, chunk_bytes=4096), classes)
+    check_against_starfile(path, 4096, tmp=tmp_path)
+
+
+def test_long_and_signed_class_numbers_take_the_slow_path(tmp_path):
+    lines, classes = rows_text(100, seed=10)
+    for i, text in ((5, "12345678"), (6, "+3"), (7, "0003"), (8, "4.0")):
+        fields = lines[i].split()
+        fields[7] = text
+        lines[i] = " ".join(fields) + "\n"
+        classes[i] = int(float(text))
+    path = tmp_path / "data.star"
+    path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
+    np.testing.assert_array_equal(particle_classes(path), classes)
