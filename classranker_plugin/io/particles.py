@@ -402,8 +402,9 @@ def scan_rows(loop: ParticleLoop, end: Optional[ScanEnd] = None,
     """Chunks of rows of the particles loop, in file order, with the class number of each row.
 
     Fills ``end`` (rows seen, where the next block starts) when the rows are exhausted. InputError
-    naming the file and the line for rows with the wrong number of fields, a class that is not a
-    whole number, NUL bytes (a damaged file) or a data_particles table after a RELION 3.0 table.
+    naming the file and the line for a row with the wrong number of fields (a truncated or damaged
+    file, NUL padding included) or a class that is not a whole number, and naming the blocks when
+    the file has several tables and none is data_particles.
     """
     end = end if end is not None else ScanEnd()
     path = loop.path
