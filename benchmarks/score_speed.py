@@ -155,7 +155,7 @@ def main():
         write_particles(out, with_particles, with_particles.class_numbers[keep])
         t_write = time.perf_counter()
         size = out.stat().st_size / 1e6
-        print(f"particle subset of {len(with_particles.particles)} particles "
+        print(f"particle subset of {len(with_particles.particle_set)} particles "
               f"({int(np.nansum(with_particles.stat('particle_count')[keep]))} kept):")
         print(f"  read data.star {t_data - t0:7.2f} s")
         print(f"  select+write   {t_write - t_data:7.2f} s  ({size:.0f} MB written, "
