@@ -378,3 +378,20 @@ def test_long_and_signed_class_numbers_take_the_slow_path(tmp_path):
     path = tmp_path / "data.star"
     path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
     np.testing.assert_array_equal(particle_classes(path), classes)
+
+
+def test_counts_of_unusual_class_numbers(tmp_path):
+    """Class 0, negative and huge numbers are counted (and then refused by the class check)."""
+    lines, classes = rows_text(200, seed=11)
+    for i, value in ((3, 0), (4, -2), (5, 5_000_000), (6, 5_000_000), (150, -2)):
+        fields = lines[i].split()
+        fields[7] = str(value)
+        lines[i] = " ".join(fields) + "\n"
+        classes[i] = value
+    path = tmp_path / "data.star"
+    path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
+    for chunk_bytes in (4096, 1 << 21):
+        values, counts = count_particles(path, chunk_bytes=chunk_bytes)
+        expected_values, expected_counts = np.unique(classes, return_counts=True)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(counts, expected_counts)

@@ -563,25 +563,44 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop, anchor: _Anchor, 
 # ----------------------------------------------------------------------------- passes
 
 
-def _add_counts(counts: dict, classes: np.ndarray) -> None:
-    if classes.size and classes.min() >= 0 and classes.max() < 1 << 20:
-        binned = np.bincount(classes)
-        for value in np.flatnonzero(binned).tolist():
-            counts[value] = counts.get(value, 0) + int(binned[value])
-    else:
+class _Counts:
+    """Particles per class number: a bincount array for 0 <= class < 2^20, a dict for the rest."""
+
+    def __init__(self):
+        self.small = np.zeros(0, dtype=np.int64)
+        self.other: dict = {}
+
+    def add(self, classes: np.ndarray) -> None:
+        if not classes.size:
+            return
+        if classes.min() >= 0 and classes.max() < 1 << 20:
+            binned = np.bincount(classes)
+            if len(binned) > len(self.small):
+                self.small = np.concatenate([self.small, np.zeros(len(binned) - len(self.small), np.int64)])
+            self.small[:len(binned)] += binned
+            return
         values, numbers = np.unique(classes, return_counts=True)
         for value, number in zip(values.tolist(), numbers.tolist()):
-            counts[value] = counts.get(value, 0) + number
+            if 0 <= value < len(self.small):
+                self.small[value] += number
+            else:
+                self.other[value] = self.other.get(value, 0) + number
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        counts = dict(self.other)
+        for value in np.flatnonzero(self.small).tolist():
+            counts[value] = counts.get(value, 0) + int(self.small[value])
+        values = np.array(sorted(counts), dtype=np.int64)
+        return values, np.array([counts[v] for v in values.tolist()], dtype=np.int64)
 
 
 def count_particles(path_or_loop, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """(distinct class numbers, particles in each) of a data.star; memory independent of its size."""
     loop = path_or_loop if isinstance(path_or_loop, ParticleLoop) else find_particle_loop(path_or_loop)
-    counts: dict = {}
+    counts = _Counts()
     for chunk in scan_rows(loop, chunk_bytes=chunk_bytes):
-        _add_counts(counts, chunk.classes)
-    values = np.array(sorted(counts), dtype=np.int64)
-    return values, np.array([counts[v] for v in values.tolist()], dtype=np.int64)
+        counts.add(chunk.classes)
+    return counts.result()
 
 
 def particle_classes(path_or_loop, expected: Optional[int] = None,
