@@ -72,15 +72,19 @@ def contributions(ranker, images: np.ndarray, features: np.ndarray, names, embed
     embedding = embeddings if embeddings is not None else torch.zeros((0, 1))
     full = network.forward_embedded(embedding, normalised)
     groups = feature_groups(names)
-    columns, labels = [], []
+    variants, labels = [], []
     for base, indices in groups.items():
         occluded = normalised.clone()
         occluded[:, indices] = 0.0
         for index in indices:  # an unknown statistic is encoded as value 0 and flag 0 (raw units)
             if names[index].endswith(KNOWN_SUFFIX):
                 occluded[:, index] = float((0.0 - ranker.feature_mean[index]) / ranker.feature_std[index])
-        columns.append((full - network.forward_embedded(embedding, occluded)).cpu().numpy())
+        variants.append(occluded)
         labels.append(base)
+    columns = []
+    if variants:  # every occluded variant through the head in one pass (few, larger operations)
+        occluded_logits = network.forward_embedded(embedding.repeat(len(variants), 1), torch.cat(variants))
+        columns = list((full[None] - occluded_logits.reshape(len(variants), -1)).cpu().numpy())
     blank = network.embed_image(torch.zeros((1, 1, ranker.image_size, ranker.image_size), device=device))
     columns.append((full - network.forward_embedded(blank.expand_as(embedding), normalised)).cpu().numpy())
     labels.append("image")
