@@ -59,8 +59,7 @@ def dataset_classes(path: PathLike, ranker: Ranker, split: Optional[str], batch_
     indices = data.indices(split)
     if not len(indices):
         raise InputError(f"the dataset has no {split!r} classes", path, "choose another --split")
-    scores = np.concatenate([ranker.score(np.asarray(data.images[part]), np.asarray(data.features[part]), batch_size)
-                             for part in np.array_split(indices, -(-len(indices) // SCORE_CHUNK))])
+    scores = _dataset_scores(data, ranker, indices, batch_size)
     table = data.meta.iloc[indices].reset_index(drop=True)
     table.insert(0, "input", str(path))
     table["label"] = np.asarray(data.labels[indices], np.float64)
@@ -69,6 +68,22 @@ def dataset_classes(path: PathLike, ranker: Ranker, split: Optional[str], batch_
     table["score"] = np.where(empty, 0.0, scores)
     table["split"] = np.where(np.asarray(data.split[indices]) == 1, "valid", "train")
     return table
+
+
+def _dataset_scores(data, ranker: Ranker, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    """Scores of a dataset's classes ``indices``; with a job head, each job is scored as a whole
+    (its ranks are taken over all of the job's classes) and the asked-for classes are returned."""
+    if ranker.job_head is None:
+        return np.concatenate([ranker.score(np.asarray(data.images[part]), np.asarray(data.features[part]), batch_size)
+                               for part in np.array_split(indices, -(-len(indices) // SCORE_CHUNK))])
+    jobs = data.meta["job"].to_numpy()
+    scores = np.full(len(data), np.nan)
+    for job in np.unique(jobs[indices]):
+        rows = np.flatnonzero(jobs == job)
+        features = np.asarray(data.features[rows])
+        logits = ranker.logits(np.asarray(data.images[rows]), features, batch_size)
+        scores[rows] = ranker.job_scores(logits, features, data.feature_names)[1]
+    return scores[indices]
 
 
 def job_classes(path: PathLike, ranker: Ranker, labels: Optional[PathLike], device: str,
