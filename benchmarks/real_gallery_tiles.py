@@ -7,7 +7,7 @@ grey (mean of RGB), cropped to its central fraction (to drop overlaid text, scal
 grade letters) and written as float32 .mrcs in gallery order (row-major), which is the
 class order used in labels.csv (1-based).
 
-usage: gallery_to_stack.py PNG OUT.mrcs [--crop 0.15] [--sep white|black] [--thr 0.9]
+usage: python benchmarks/real_gallery_tiles.py PNG OUT.mrcs [--crop 0.15] [--sep white|black] [--thr 0.9]
        [--rows y0,y1 y0,y1 ...] [--cols x0,x1 ...] [--n N] [--pad-to SIZE]
 """
 import argparse
