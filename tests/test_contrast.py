@@ -66,3 +66,25 @@ def test_a_few_dark_junk_classes_do_not_flip_a_job(stacks, tmp_path):
     images[:15] *= -1  # 15 of 40 classes look protein-black
     classes = read_classes(write_stack(tmp_path / "mixed.mrcs", images), particle_diameter=150)
     assert classes.extra["contrast_inverted"] is False
+
+
+def test_eight_bit_rendering_is_scored_like_the_original(tmp_path):
+    """A stack saved from a viewer (8-bit, display-scaled: MRC mode 0) is read as float and ranks
+    the classes like the original densities (the training augmentation imitates such renderings)."""
+    from classranker_plugin.training.metrics import roc_auc
+
+    images = read_mrc_images(EXAMPLE / "run_it025_classes.mrcs")
+    low, high = np.percentile(images, [1, 99], axis=(1, 2), keepdims=True)
+    rendered = (np.clip((images - low) / np.maximum(high - low, 1e-6), 0, 1) * 255 - 128).round().astype(np.int8)
+    path = tmp_path / "rendered.mrcs"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(rendered)
+    with mrcfile.open(path) as mrc:
+        assert int(mrc.header.mode) == 0
+    original = score_classes(read_classes(EXAMPLE / "run_it025_model.star"), explain=False).scores
+    classes = read_classes(path, pixel_size=3.5, particle_diameter=150)
+    assert classes.images.dtype == np.float32
+    scores = score_classes(classes, explain=False).scores
+    # the same classes come out on top: rank agreement with the original densities
+    top = original >= np.median(original)
+    assert roc_auc(top.astype(float), scores) >= 0.8
