@@ -17,6 +17,7 @@ sigmoid(logit). It is stored in the checkpoint as plain numbers (``JobHead.to_di
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -32,12 +33,13 @@ MAD_SCALE = 1.4826
 HEAD_FORMAT = "classranker-job-head-1"
 
 
-def _known(values: np.ndarray, names: list, name: str) -> np.ndarray:
+def _usable(values: np.ndarray, names: list, name: Optional[str] = None) -> np.ndarray:
+    """Classes that count for the job's statistics: not empty and, for ``name``, its value known."""
     flag = f"{name}_known"
-    known = np.ones(len(values), bool) if flag not in names else values[:, names.index(flag)] > 0.5
+    usable = values[:, names.index(flag)] > 0.5 if name and flag in names else np.ones(len(values), bool)
     if "empty" in names:
-        known &= values[:, names.index("empty")] < 0.5
-    return known
+        usable &= values[:, names.index("empty")] < 0.5
+    return usable
 
 
 def relative(column: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,14 +66,13 @@ def head_inputs(logits: np.ndarray, values: np.ndarray, names) -> tuple[np.ndarr
     names = list(names)
     values = np.asarray(values, np.float64)
     logits = np.asarray(logits, np.float64)
-    nonempty = _known(values, names, "__none__")
-    z, rank = relative(logits, nonempty)
+    z, rank = relative(logits, _usable(values, names))
     columns, labels = [logits, z, rank], ["logit", "logit_z", "logit_rank"]
     for name in RELATIVE_FEATURES:
         if name not in names:
             continue
         sign = -1.0 if name in LOWER_IS_BETTER else 1.0
-        z, rank = relative(sign * values[:, names.index(name)], _known(values, names, name))
+        z, rank = relative(sign * values[:, names.index(name)], _usable(values, names, name))
         columns += [z, rank]
         labels += [f"{name}_z", f"{name}_rank"]
     return np.stack(columns, axis=1), labels
