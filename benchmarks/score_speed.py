@@ -6,7 +6,9 @@ stack, and to write the particle subset of 10^6 particles. Prints figures; asser
 
 Every step is run --repeats times on the same job; the medians are printed (and the fastest).
 The figures depend on what else runs on the machine: the load average is printed before and
-after, and the run is marked "busy" when it was above 0.5 per core.
+after, and the run is marked "busy" when it was above 0.5 per core. On a busy machine torch's
+OpenMP threads lose most of their time spinning at barriers: compare with OMP_WAIT_POLICY=PASSIVE
+in the environment, or --threads 1.
 """
 import argparse
 import ctypes
@@ -122,7 +124,8 @@ def main():
         size_mb = args.classes * args.box * args.box * 4 / 1e6
         print(f"scoring {args.classes} classes of box {args.box} on the CPU, median of {args.repeats} runs "
               f"(fastest in brackets); threads: torch {torch.get_num_threads()}, FFT {FFT_WORKERS}, "
-              f"BLAS {blas_threads()}; {os.cpu_count()} CPUs")
+              f"BLAS {blas_threads()}; {os.cpu_count()} CPUs; "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
         print(f"  {before} before, {after} after" + ("  -> BUSY: wall times are pessimistic" if busy else ""))
         labels = {
             "raw": ("raw stack read", f"mrcfile mmap + copy, {size_mb:.0f} MB float32: a floor for reading"),
