@@ -440,6 +440,9 @@ def image_features(classset: ClassSet, frame=None) -> dict:
     geo = _geometry()
     frame = frame_images(classset) if frame is None else as_stack(frame)
     n, size = len(frame), geo.size
+    if frame.shape != (len(classset), size, size):
+        raise ValueError(f"frame of shape {frame.shape} for {len(classset)} classes; expected "
+                         f"({len(classset)}, {size}, {size}) from frame_images")
     frame = frame.reshape(n, -1).astype(np.float64)
     frame_sq = frame * frame
     sums, sums_sq = frame @ geo.masks[:, :2], frame_sq @ geo.masks[:, :2]
