@@ -295,10 +295,9 @@ def test_at_least_25_cases():
     assert len(CASES) >= 25
 
 
-def test_sigterm_while_writing_leaves_nothing(tmp_path):
-    """SIGTERM as soon as the outputs are being written (the hidden .partial folder exists): the
-    process exits 143 and the output folder holds nothing, partial or final."""
-    case = Case(tmp_path)
+def _terminate_while_writing(case) -> tuple:
+    """Run score, send SIGTERM as soon as its hidden .partial folder exists; (returncode, stderr), or
+    None when the run finished before the signal could be sent (too fast to catch this time)."""
     command = [sys.executable, "-m", "classranker_plugin.cli.main", *args(case, "--saliency")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -306,9 +305,27 @@ def test_sigterm_while_writing_leaves_nothing(tmp_path):
         if case.out.is_dir() and any(p.name.startswith(".partial") for p in case.out.iterdir()):
             break
         time.sleep(0.002)
-    assert process.poll() is None, "the run ended before its outputs were written"
+    if process.poll() is not None:
+        process.communicate()
+        return None
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err
+    if process.returncode == 0:  # the signal came after the last file was in place
+        return None
+    return process.returncode, err
+
+
+def test_sigterm_while_writing_leaves_nothing(tmp_path):
+    """SIGTERM as soon as the outputs are being written (the hidden .partial folder exists): the
+    process exits 143 and the output folder holds nothing, partial or final. A run that finishes
+    before the signal lands says nothing and is tried again (up to 4 times)."""
+    for attempt in range(4):
+        case = Case(tmp_path / f"try{attempt}")
+        outcome = _terminate_while_writing(case)
+        if outcome is not None:
+            break
+    assert outcome is not None, "every run finished before SIGTERM could be sent"
+    status, err = outcome
+    assert status == 143, err
     assert "interrupted" in err
     assert not case.out.exists() or list(case.out.iterdir()) == []
