@@ -6,7 +6,7 @@ testing, fine-tunes the bundled model on the N classes (with the RELION-made cor
 that it does not forget), refits nothing else, and compares on the held-out classes: ROC-AUC, MCC at
 0.5, good classes kept at 0.5, before and after. Prints a table; asserts nothing.
 
-    python benchmarks/finetune_gain.py [--dataset NAME] [--n 50] [--epochs 6] [--seeds 1 2 3]
+    python benchmarks/finetune_gain.py --model stage2.pt [--dataset NAME] [--n 50] [--epochs 6] [--seeds 1 2]
 """
 from __future__ import annotations
 
@@ -62,6 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(REPO / "scratch" / "finetune_gain"))
     args = parser.parse_args(argv)
     dataset = next(d for d in list_datasets() if d.name == args.dataset)
+    seen = (load_model(args.model, device="cpu").provenance or {}).get("real_datasets") or []
+    if dataset.name in seen:
+        print(f"{args.model} was trained on {dataset.name}: give a model that never saw it, e.g. the stage-2 "
+              f"model (git show e8da347~1:classranker_plugin/models/starter.pt > stage2.pt; --model stage2.pt)",
+              file=sys.stderr)
+        return 2
     classes, labels = load_classes(dataset)
     print(f"| seed | fine-tuned on | tested on | ROC-AUC before -> after | MCC@0.5 before -> after | "
           f"good kept at 0.5 before -> after |\n|---|---|---|---|---|---|")

@@ -8,7 +8,8 @@ the empty-class heuristic). Reported per dataset: ROC-AUC, MCC at 0.5 and at the
 share of good classes kept at 0.5; and the same without any metadata (every statistic unknown).
 Prints a markdown table; --out writes the per-class scores and the table.
 
-    python benchmarks/real_data.py [--model M] [--out benchmarks/real_data] [--l2 0.01]
+    git show e8da347~1:classranker_plugin/models/starter.pt > scratch/stage2.pt   # never saw real data
+    python benchmarks/real_data.py --model scratch/stage2.pt --finetune 6 [--out benchmarks/real_data] [--l2 0.01]
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ from classranker_plugin.training.metrics import binary_report  # noqa: E402
 from classranker_plugin.training.real_data import list_datasets, score_dataset  # noqa: E402
 from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
                                                    real_records)
+
+
+#: the last commit whose bundled model (stage 2) saw no real class averages
+STAGE2_COMMIT = "e8da347~1"
 
 
 def prepare(ranker, datasets, args):
@@ -73,6 +78,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     base_ranker = load_model(args.model, device="cpu")
+    seen = (base_ranker.provenance or {}).get("real_datasets") or []
+    if seen:  # the bundled stage-3 model has seen every real run: nothing would be held out
+        print(f"{base_ranker.path} was trained on the real runs {', '.join(seen)}: nothing is held out from it. "
+              f"Give a model that never saw them, e.g. the stage-2 model: git show {STAGE2_COMMIT}:"
+              f"classranker_plugin/models/starter.pt > stage2.pt; --model stage2.pt", file=sys.stderr)
+        return 2
     datasets = []
     for dataset in list_datasets():
         try:
