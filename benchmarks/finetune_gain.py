@@ -69,8 +69,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     classes, labels = load_classes(dataset)
-    print(f"| seed | fine-tuned on | tested on | ROC-AUC before -> after | MCC@0.5 before -> after | "
-          f"good kept at 0.5 before -> after |\n|---|---|---|---|---|---|")
+    print("| seed | fine-tuned on | tested on | ROC-AUC before -> after | MCC@0.5 before -> after | "
+          "good kept at 0.5 before -> after |\n|---|---|---|---|---|---|")
     for seed in args.seeds:
         chosen = split(labels, args.n, seed)
         test = np.isfinite(labels) & ~chosen

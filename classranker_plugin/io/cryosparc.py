@@ -47,9 +47,10 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
-from ..classset import ClassSet
+from ..classset import ClassSet, ParticleSet
 from ..errors import InputError
 from .atomic import atomic_write
+from .star import write_star
 from .stack import mrc_shape, read_mrc_images
 from .validate import check_box, check_particle_classes, check_positive, validate_classes
 
@@ -218,27 +219,61 @@ def read_cryosparc_job(path: PathLike, particles_cs: Optional[PathLike] = None,
 
 def attach_cryosparc_particles(classset: ClassSet, particles_cs: PathLike,
                                passthrough_cs: Optional[PathLike] = None) -> ClassSet:
-    """Counts, class distribution and the particles (as RELION columns) from a particles .cs."""
+    """Counts, class distribution and the particles from a particles .cs. The RELION table of the
+    particles is built only for the rows written (``write_particles``) or when asked for."""
     particles_cs = Path(particles_cs)
     particles = load_cs(particles_cs, PARTICLE_FIELDS, "particles dataset")
     passthrough = None if passthrough_cs is None else load_cs(passthrough_cs, (), "passthrough particles")
     particles = merge_passthrough(particles, passthrough, Path(passthrough_cs or particles_cs))
     particle_classes = particles["alignments2D/class"].astype(np.int64) + 1
     check_particle_classes(particle_classes, classset.class_numbers, particles_cs)
-    top = int(max(particle_classes.max(initial=0), classset.class_numbers.max()))
-    counts = np.bincount(particle_classes, minlength=top + 1)[classset.class_numbers].astype(float)
+    groups = _optics_groups(particles)
+
+    def write_star_subset(path, selection, rejected_path=None):
+        for target, chosen in ((path, selection), (rejected_path, selection.inverted())):
+            if target is not None:
+                rows = chosen.mask(particle_classes)
+                write_star(target, {"optics": classset.optics,
+                                    "particles": relion_particles(particles[rows], groups[rows])})
+        return path
+
+    classset.particles = ParticleSet.from_classes(
+        particle_classes, source=str(particles_cs), write_subset=write_star_subset,
+        load_table=lambda: relion_particles(particles, groups))
+    counts = classset.particle_set.counts_for(classset.class_numbers)
     classset.table["particle_count"] = counts
     classset.table["class_distribution"] = counts / max(len(particles), 1)
-    star, optics = relion_particles(particles, particles_cs)
-    classset.particles, classset.optics = star, optics
+    classset.optics = relion_optics(particles, groups)
     classset.extra.update(cryosparc_particles=particles, cryosparc_particles_path=str(particles_cs))
     return classset
 
 
-def relion_particles(particles: np.ndarray, path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(particles, optics) tables in RELION 3.1 labels from a (merged) cryoSPARC particle array."""
+def _optics_groups(particles: np.ndarray) -> np.ndarray:
+    """1-based RELION optics group of every particle, from ``ctf/exp_group_id`` (one group without it)."""
+    if "ctf/exp_group_id" not in particles.dtype.names:
+        return np.ones(len(particles), np.int64)
+    return np.unique(particles["ctf/exp_group_id"].astype(np.int64), return_inverse=True)[1] + 1
+
+
+def relion_optics(particles: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """The optics table (RELION 3.1 labels): one row per group, from its first particle."""
+    numbers, first = np.unique(groups, return_index=True)
     names = set(particles.dtype.names)
-    n = len(particles)
+    optics = {"rlnOpticsGroup": numbers, "rlnOpticsGroupName": [f"opticsGroup{g}" for g in numbers]}
+    optional = {"ctf/accel_kv": "rlnVoltage", "ctf/cs_mm": "rlnSphericalAberration",
+                "ctf/amp_contrast": "rlnAmplitudeContrast", "blob/psize_A": "rlnImagePixelSize"}
+    for field, label in optional.items():
+        if field in names:
+            optics[label] = particles[field][first].astype(float)
+    if "blob/shape" in names:
+        optics["rlnImageSize"] = np.asarray(particles["blob/shape"])[first].reshape(len(first), -1)[:, 0]
+        optics["rlnImageDimensionality"] = np.full(len(first), 2)
+    return pd.DataFrame(optics)
+
+
+def relion_particles(particles: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """The particles table in RELION 3.1 labels from (merged) cryoSPARC particle rows."""
+    names = set(particles.dtype.names)
     star = {}
     if {"blob/path", "blob/idx"} <= names:
         star["rlnImageName"] = np.char.add(np.char.add(np.char.zfill((particles["blob/idx"] + 1).astype(str), 6), "@"),
@@ -254,23 +289,9 @@ def relion_particles(particles: np.ndarray, path: PathLike) -> tuple[pd.DataFram
     for field, (label, scale) in conversions.items():
         if field in names:
             star[label] = particles[field].astype(float) * scale
-    group = (particles["ctf/exp_group_id"].astype(np.int64) if "ctf/exp_group_id" in names
-             else np.zeros(n, np.int64))
-    groups, star["rlnOpticsGroup"] = np.unique(group, return_inverse=True)
-    star["rlnOpticsGroup"] = star["rlnOpticsGroup"] + 1
+    star["rlnOpticsGroup"] = groups
     star["rlnClassNumber"] = particles["alignments2D/class"].astype(np.int64) + 1
-    first = np.array([int(np.flatnonzero(group == g)[0]) for g in groups], dtype=np.int64)
-    optics = {"rlnOpticsGroup": np.arange(1, len(groups) + 1),
-              "rlnOpticsGroupName": [f"opticsGroup{g + 1}" for g in groups]}
-    optional = {"ctf/accel_kv": "rlnVoltage", "ctf/cs_mm": "rlnSphericalAberration",
-                "ctf/amp_contrast": "rlnAmplitudeContrast", "blob/psize_A": "rlnImagePixelSize"}
-    for field, label in optional.items():
-        if field in names:
-            optics[label] = particles[field][first].astype(float)
-    if "blob/shape" in names:
-        optics["rlnImageSize"] = np.asarray(particles["blob/shape"])[first].reshape(len(first), -1)[:, 0]
-        optics["rlnImageDimensionality"] = np.full(len(groups), 2)
-    return pd.DataFrame(star), pd.DataFrame(optics)
+    return pd.DataFrame(star)
 
 
 def write_cryosparc_particles(path: PathLike, classset: ClassSet, selected_class_numbers) -> Path:

@@ -148,8 +148,7 @@ def _write_selection(path: PathLike, classset: ClassSet, selection: Selection,
                      rejected_path: Optional[PathLike]) -> Path:
     """The streamed verbatim copy from the particles' data.star when there is one, else the table."""
     particle_set = classset.particle_set
-    source = classset.extra.get("data_star")
-    if source and Path(source).is_file() and particle_set.write_subset is not None:
+    if particle_set.write_subset is not None:  # the reader's own way (a data.star's verbatim rows, a .cs's rows)
         try:
             particle_set.write_subset(path, selection, rejected_path)
             return Path(path)
