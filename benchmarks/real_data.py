@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from classranker_plugin.checkpoint import load_model  # noqa: E402
 from classranker_plugin.training.job_head_fit import fit_head, head_scores  # noqa: E402
 from classranker_plugin.training.metrics import binary_report  # noqa: E402
-from classranker_plugin.training.real_data import list_datasets, score_dataset  # noqa: E402
+from classranker_plugin.training.real_data import list_datasets, load_classes, score_dataset  # noqa: E402
 from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
                                                    real_records)
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     datasets = []
     for dataset in list_datasets():
         try:
-            score_dataset(dataset, base_ranker)
+            load_classes(dataset)  # are its files here?
             datasets.append(dataset)
         except Exception as error:  # report and go on: one dataset's files may be missing here
             print(f"skipped {dataset.name}: {error}", file=sys.stderr)

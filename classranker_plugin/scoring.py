@@ -94,6 +94,16 @@ def score_classes(classset: ClassSet, ranker: Optional[Ranker] = None, device: s
                        explanations=explanations, model=ranker.path or "", timings=timings)
 
 
+def validate_minimums(n_classes: int, min_classes: int = 0, min_particles: int = 0) -> None:
+    """InputError for negative minimums or more classes asked for than there are."""
+    if min_classes < 0 or min_particles < 0:
+        raise InputError("minimum numbers of classes and particles must be >= 0",
+                         fix="give --min-classes / --min-particles of 0 or more")
+    if min_classes > n_classes:
+        raise InputError(f"--min-classes {min_classes} asks for more classes than the {n_classes} there are",
+                         fix=f"give --min-classes between 0 and {n_classes}")
+
+
 def select_classes(scores, particle_counts=None, cutoff: float = 0.5, min_classes: int = 0,
                    min_particles: int = 0, empty=None) -> np.ndarray:
     """Classes to keep: score >= cutoff, then more in decreasing score while under the minimums.
@@ -101,14 +111,9 @@ def select_classes(scores, particle_counts=None, cutoff: float = 0.5, min_classe
     Empty classes (no particles or a constant average) are never kept.
     """
     cutoff = validate_cutoff(cutoff)
-    if min_classes < 0 or min_particles < 0:
-        raise InputError("minimum numbers of classes and particles must be >= 0",
-                         fix="give --min-classes / --min-particles of 0 or more")
     scores = np.asarray(scores, dtype=float)
     n = len(scores)
-    if min_classes > n:
-        raise InputError(f"--min-classes {min_classes} asks for more classes than the {n} there are",
-                         fix=f"give --min-classes between 0 and {n}")
+    validate_minimums(n, min_classes, min_particles)
     counts = np.zeros(n) if particle_counts is None else np.nan_to_num(np.asarray(particle_counts, float))
     allowed = np.ones(n, bool) if empty is None else ~np.asarray(empty, bool)
     keep = (scores >= cutoff) & allowed
@@ -130,8 +135,7 @@ def auto_select(classset: ClassSet, outdir, ranker: Optional[Ranker] = None, cut
     """
     validate_cutoff(cutoff)
     check_output_dir(outdir)
-    if min_classes > len(classset):
-        select_classes(np.zeros(len(classset)), None, cutoff, min_classes)  # raises, before any work
+    validate_minimums(len(classset), min_classes, min_particles)
     ranker = ranker or load_model(device=device)
     result = score_classes(classset, ranker, device=device, batch_size=batch_size)
     counts = classset.stat("particle_count")

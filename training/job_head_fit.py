@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from classranker_plugin.checkpoint import calibrated_scores
 from classranker_plugin.job_head import JobHead, head_inputs
 
 from .masking import metadata_groups
@@ -93,5 +94,4 @@ def fit_head(records: list, names, l2: float = 0.01, group_weights: Optional[dic
 
 
 def head_scores(head: JobHead, record: JobRecord, names) -> np.ndarray:
-    logits = head.logits(record.logits, record.values, names)
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return calibrated_scores(head.logits(record.logits, record.values, names))
