@@ -4,12 +4,15 @@
 Generates RELION 3.1 Class2D data.star files (optics block + 25 particle columns, about 230 bytes a
 row; streamed, a few seconds per 10^6 rows) in --folder (default: scratch/particle_bench, removed
 afterwards unless --keep), then for each prints:
-  cat            `cat file > /dev/null`, warm page cache (best of 3): the I/O limit
+  cat            `cat file > /dev/null` (best of 3): the I/O limit, from a warm page cache (a memory
+                 copy) and cold (the file's pages dropped first with posix_fadvise DONTNEED: a read
+                 from the disk, or from the host's cache on a virtual machine)
   python read    the file read in 16 MB chunks into one buffer (what any Python reader pays)
   starfile.read  the whole table with starfile/pandas (what the reader did before)
   count pass     find_particle_loop + count_particles: per-class particle counts
   class array    particle_classes: rlnClassNumber of every particle as int32
   subset         write_subset of half the classes (rows copied verbatim; optics block kept)
+The read, count and subset steps run warm and cold; "x cat" compares each with cat in the same state.
 Each step but cat runs in its own child process: time of the step itself (after imports; wall and
 CPU time, the latter less sensitive to a busy machine) and the child's peak RSS (getrusage RUSAGE_SELF ru_maxrss), shown also above the baseline of a child that
 only imports the same modules; for our steps also the tracemalloc peak (Python + numpy buffers),
@@ -89,7 +92,10 @@ def _step(name: str, path: str, out: str) -> dict:
                                                  write_subset)
     result = {}
     trace = name.endswith("+trace")      # tracemalloc slows allocations: memory from a second run
+    cold = name.endswith("+cold")
     name = name.split("+")[0]
+    if cold:
+        drop_from_cache(Path(path))
     if trace:
         tracemalloc.start()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -132,11 +138,24 @@ def run_step(name: str, path: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cat_seconds(path: Path, repeats: int = 3) -> tuple[float, float]:
-    """(best wall time, its CPU time) of `cat path > /dev/null`, page cache warmed first."""
+def drop_from_cache(path: Path) -> None:
+    """Drop the file's pages from the page cache (clean pages only: the file is synced first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def cat_seconds(path: Path, repeats: int = 3, cold: bool = False) -> tuple[float, float]:
+    """(best wall time, its CPU time) of `cat path > /dev/null`: page cache warmed first, or (cold)
+    the file dropped from it before each run."""
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
     best = (float("inf"), float("nan"))
     for _ in range(repeats):
+        if cold:
+            drop_from_cache(path)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
@@ -179,15 +198,21 @@ def main():
             path = args.folder / f"run_it025_data_{n}.star"
             out = args.folder / f"subset_{n}.star"
             seconds = generate(path, n)
+            os.sync()                                 # clean pages: the cold runs can drop them
             size = path.stat().st_size
             print(f"\n{n:,} particles: {size / 1e6:,.0f} MB ({size / n:.0f} bytes a row), generated in "
                   f"{seconds:.1f} s")
             rows = []
-            t_cat, cpu_cat = cat_seconds(path)
-            rows.append(("cat > /dev/null (warm)", t_cat, cpu_cat, None, None))
-            for name, label in (("read", "python read, 16 MB chunks"), ("starfile", "starfile.read"),
-                                ("count", "count pass (ours)"), ("classes", "class array int32 (ours)"),
-                                ("subset", "subset, half the classes (ours)")):
+            cat = {False: cat_seconds(path), True: cat_seconds(path, cold=True)}
+            rows.append(("cat > /dev/null (warm)", *cat[False], None, None, cat[False][0]))
+            rows.append(("cat > /dev/null (cold)", *cat[True], None, None, cat[True][0]))
+            steps = (("read", "python read, 16 MB chunks"), ("read+cold", "python read (cold)"),
+                     ("starfile", "starfile.read"), ("count", "count pass (ours)"),
+                     ("count+cold", "count pass (ours, cold)"), ("classes", "class array int32 (ours)"),
+                     ("subset", "subset, half the classes (ours)"),
+                     ("subset+cold", "subset (ours, cold)"))
+            for name, label in steps:
+                t_cat = cat[name.endswith("+cold")][0]
                 if name == "starfile" and starfile_peak:
                     small_n, small_peak = max(starfile_peak.items())
                     estimate = (small_peak - baseline) * n / small_n + baseline
@@ -197,22 +222,22 @@ def main():
                               f"available)")
                         rows.append((label + " (extrapolated x%d, not run)" % (n // small_n),
                                      starfile_seconds * n / small_n, starfile_cpu * n / small_n,
-                                     estimate, None))
+                                     estimate, None, t_cat))
                         continue
                 result = run_step(name, path, out)
-                if name in ("count", "classes", "subset"):
+                if name in ("count", "classes", "subset"):   # memory: warm runs only
                     result["tracemalloc_mb"] = run_step(name + "+trace", path, out)["tracemalloc_mb"]
                 if name == "starfile":
                     starfile_peak[n], starfile_seconds = result["peak_rss_mb"], result["seconds"]
                     starfile_cpu = result["cpu_seconds"]
                 rows.append((label, result["seconds"], result["cpu_seconds"], result["peak_rss_mb"],
-                             result.get("tracemalloc_mb")))
-                if name == "subset":
+                             result.get("tracemalloc_mb"), t_cat))
+                if name.startswith("subset"):
                     print(f"  subset: {result['bytes_written'] / 1e6:,.0f} MB written")
                     out.unlink(missing_ok=True)
             print(f"  {'step':<48} {'time s':>8} {'x cat':>7} {'CPU s':>7} {'peak RSS MB':>12} "
                   f"{'above base':>11} {'tracemalloc MB':>15}")
-            for label, seconds, cpu, rss, traced in rows:
+            for label, seconds, cpu, rss, traced, t_cat in rows:
                 above = "" if rss is None else f"{rss - baseline:11.0f}"
                 rss_text = "" if rss is None else f"{rss:12.0f}"
                 traced_text = "" if traced is None else f"{traced:15.1f}"
