@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from classranker_plugin.checkpoint import load_model  # noqa: E402
-from classranker_plugin.training.job_head_fit import fit_head, head_scores  # noqa: E402
+from classranker_plugin.training.job_head_fit import fit_calibrated_head, head_scores  # noqa: E402
 from classranker_plugin.training.metrics import binary_report  # noqa: E402
 from classranker_plugin.training.real_data import list_datasets, load_classes, score_dataset  # noqa: E402
 from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
                         help="per held-out dataset, first fine-tune the network for EPOCHS on the corpus and "
                              "the other real datasets (0: the network as it is)")
+    parser.add_argument("--draws", type=int, default=24,
+                        help="sub-jobs per job for the head's per-job calibration (job_head_fit.composition_draws)")
     parser.add_argument("--real-repeat", type=int, default=2, help="copies of each real dataset in a fine-tune")
     parser.add_argument("--out", help="folder for per-class scores and the table")
     args = parser.parse_args(argv)
@@ -103,11 +106,13 @@ def main(argv=None) -> int:
         corpus, names, scored, records = fold
         held = scored[dataset.name]
         train = corpus + [r for name, pair in records.items() if name != dataset.name for r in pair]
-        head = fit_head(train, names, l2=args.l2, group_weights={"corpus": 1.0, "real": args.real_weight})
+        head = fit_calibrated_head(train, names, l2=args.l2, draws=args.draws,
+                                   group_weights={"corpus": 1.0, "real": args.real_weight})
         with_metadata, without = records[dataset.name]
         variants = {
             "network": ranker.scores_from_logits(held.logits),
             "network + job head": head_scores(head, with_metadata, names),
+            "network + job head, uncalibrated": head_scores(replace(head, calibration=None), with_metadata, names),
             "network + job head, no metadata": head_scores(head, without, names),
         }
         variants.update({f"trivial: {k}": v for k, v in held.baselines.items()})
@@ -137,16 +142,17 @@ def main(argv=None) -> int:
 def markdown(table: pd.DataFrame) -> str:
     """One row per held-out dataset: model and head beside the best trivial ranker."""
     lines = ["| held-out dataset | classes (good) | network ROC-AUC | + job head ROC-AUC | head, no metadata | "
-             "best trivial (ROC-AUC) | head MCC@0.5 / best | good kept at 0.5 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "best trivial (ROC-AUC) | head MCC@0.5 / best | good kept at 0.5 | uncalibrated: MCC@0.5, kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, group in table.groupby("dataset", sort=False):
         by = group.set_index("ranker")
         trivial = by[by.index.str.startswith("trivial")]["roc_auc"].dropna()
         best = f"{trivial.idxmax().split(': ')[1]} {trivial.max():.3f}" if len(trivial) else "-"
-        head = by.loc["network + job head"]
+        head, plain = by.loc["network + job head"], by.loc["network + job head, uncalibrated"]
         lines.append(f"| {name} | {int(head['classes'])} ({int(head['good'])}) | {by.loc['network', 'roc_auc']:.3f} | "
                      f"{head['roc_auc']:.3f} | {by.loc['network + job head, no metadata', 'roc_auc']:.3f} | {best} | "
-                     f"{head['mcc_at_0.5']:.2f} / {head['best_mcc']:.2f} | {head['good_kept_at_0.5']:.2f} |")
+                     f"{head['mcc_at_0.5']:.2f} / {head['best_mcc']:.2f} | {head['good_kept_at_0.5']:.2f} | "
+                     f"{plain['mcc_at_0.5']:.2f}, {plain['good_kept_at_0.5']:.2f} |")
     return "\n".join(lines)
 
 

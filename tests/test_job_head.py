@@ -113,3 +113,64 @@ def test_drop_metadata_sets_unknown():
     for flag in [n for n in names if n.endswith("_known") and n != "particle_diameter_known"]:
         assert (dropped[:, names.index(flag)] == 0).all(), flag
     assert np.array_equal(dropped[:, names.index("power_mid")], scored.feature_vectors[:, names.index("power_mid")])
+
+
+def composition_jobs(seed, shares, n=30):
+    """Jobs with the given shares of good classes: the network logit is informative in absolute terms
+    (good ~ N(1.5, 1), junk ~ N(-1.5, 1)) and the good classes are the bigger ones within the job."""
+    names = load_model(device="cpu").feature_names
+    rng = np.random.default_rng(seed)
+    records = []
+    for j, share in enumerate(shares):
+        labels = np.zeros(n)
+        labels[:int(round(share * n))] = 1
+        values = np.zeros((n, len(names)), np.float32)
+        values[:, names.index("log_class_distribution")] = rng.normal(size=n) + 2.5 * labels + rng.normal(0, 2)
+        values[:, names.index("log_class_distribution_known")] = 1
+        logits = rng.normal(size=n) + np.where(labels == 1, 1.5, -1.5)
+        records.append(JobRecord(f"job{j}", logits, values, labels))
+    return records, names
+
+
+def test_calibration_keeps_the_good_classes_of_an_all_good_job():
+    """Within-job ranks push the lowest good classes of an all-good job below 0.5; the per-job
+    calibration, fitted on sub-jobs of every composition, keeps them, does not reorder any job, and
+    still rejects the junk of mostly-junk jobs."""
+    from classranker_plugin.training.job_head_fit import fit_calibrated_head
+    from classranker_plugin.training.metrics import roc_auc
+
+    train, names = composition_jobs(0, [0.2, 0.3, 0.4, 0.5, 0.3, 0.25, 0.6, 0.35] * 2)
+    head = fit_calibrated_head(train, names, l2=0.01, draws=24, seed=0)
+    plain = JobHead(head.input_names, head.weights, head.bias)
+    all_good, _ = composition_jobs(5, [1.0, 1.0, 0.95, 1.0])
+    mixed, _ = composition_jobs(6, [0.2, 0.3, 0.4])
+    kept = lambda h, jobs: np.mean([(head_scores(h, r, names)[r.labels == 1] >= 0.5).mean() for r in jobs])
+    assert kept(plain, all_good) < 0.85                # the failure the calibration is for (0.79)
+    assert kept(head, all_good) >= 0.95
+    junk_kept = np.mean([(head_scores(head, r, names)[r.labels == 0] >= 0.5).mean() for r in mixed])
+    assert junk_kept < 0.2 and kept(head, mixed) >= 0.8
+    for record in all_good + mixed:                    # one monotone map per job: the order is kept
+        a, b = head_scores(plain, record, names), head_scores(head, record, names)
+        assert np.array_equal(np.argsort(a, kind="stable"), np.argsort(b, kind="stable"))
+        if 0 < record.labels.mean() < 1:
+            assert roc_auc(record.labels, a) == roc_auc(record.labels, b)
+
+
+def test_calibration_goes_through_the_checkpoint(tmp_path):
+    from classranker_plugin.training.job_head_fit import fit_calibrated_head
+
+    train, names = composition_jobs(0, [0.3, 0.5, 0.2, 0.4])
+    head = fit_calibrated_head(train, names, draws=8)
+    ranker = load_model(device="cpu")
+    ranker.job_head = head
+    path = save_checkpoint(tmp_path / "calibrated.pt", ranker)
+    loaded = load_model(path, device="cpu").job_head
+    assert loaded.calibration is not None
+    record = train[0]
+    np.testing.assert_allclose(head_scores(loaded, record, names), head_scores(head, record, names), rtol=1e-6)
+    payload = head.to_dict()
+    payload["calibration"]["job_inputs"] = ["something", "else"]
+    with pytest.raises(ValueError, match="unknown inputs"):
+        JobHead.from_dict(payload)
+    del payload["calibration"]                         # a head written before the calibration existed
+    assert JobHead.from_dict(payload).calibration is None
