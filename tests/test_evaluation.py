@@ -63,6 +63,17 @@ def test_mcc_known_values():
     assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (2, 1, 2, 1) and c["precision"] == pytest.approx(2 / 3)
 
 
+def test_unlabelled_classes_are_left_out_not_counted_as_junk():
+    """A NaN label (an uncertain class of a real run) must not count as junk: here it scores 0.7,
+    above the cutoff, and would be a false positive."""
+    y = np.array([1, 1, np.nan, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.3, 0.2])
+    report = metrics.binary_report(y, s)
+    assert report["classes"] == 4 and report["at_cutoff"]["fp"] == 0 and report["at_cutoff"]["mcc"] == 1.0
+    assert metrics.roc_auc(np.array([1, np.nan, 0]), [0.5, 0.9, 0.4]) == 1.0
+    assert metrics.calibration_table(y, s)["classes"].sum() == 4
+
+
 def test_calibration_table_and_temperature():
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, 400)

@@ -18,13 +18,18 @@ def binarise(labels) -> np.ndarray:
 
 
 def _clean(labels, scores):
-    y = binarise(labels) if np.asarray(labels).dtype != bool else np.asarray(labels)
+    """(bool labels, scores) of the labelled classes: a NaN label (unlabelled, uncertain) is left
+    out, never counted as junk."""
+    labels = np.asarray(labels)
     s = np.asarray(scores, dtype=float)
-    if y.shape != s.shape:
-        raise ValueError(f"{y.shape[0]} labels but {s.shape[0]} scores")
+    if labels.shape != s.shape:
+        raise ValueError(f"{labels.shape[0]} labels but {s.shape[0]} scores")
+    if labels.dtype != bool:
+        known = np.isfinite(labels.astype(float))
+        labels, s = binarise(labels[known]), s[known]
     # unknown scores (NaN, e.g. a baseline without the statistic) rank below every known one
     s = np.where(np.isnan(s), -np.inf, s)
-    return y, s
+    return labels, s
 
 
 def _cumulative_counts(y: np.ndarray, s: np.ndarray):
