@@ -2,8 +2,9 @@
 
 1. ``finetune_on_real``: fine-tune a network on the RELION-made corpus (training part) plus labelled
    real datasets (each counted ``repeat`` times), with the usual augmentation and metadata masking;
-2. ``fit_job_head``: fit the job head (``classranker_plugin.job_head``) on that network's logits for
-   the corpus jobs and the real datasets, each with a copy whose metadata is unknown;
+2. ``fit_job_head``: fit the job head (``classranker_plugin.job_head``) and its per-job calibration on
+   that network's logits for the corpus jobs and the real datasets, each with a copy whose metadata
+   is unknown;
 3. ``with_job_head``: write the network and its head as one checkpoint.
 
 ``benchmarks/real_data.py`` runs the same steps with one real dataset held out at a time.
@@ -18,7 +19,7 @@ import numpy as np
 
 from classranker_plugin.checkpoint import load_model, save_checkpoint
 
-from .job_head_fit import JobRecord, drop_metadata, fit_head
+from .job_head_fit import JobRecord, drop_metadata, fit_calibrated_head
 from .real_data import RealDataset, RealSource, score_dataset
 
 FINETUNE_LR = 3e-4
@@ -75,7 +76,7 @@ def fit_job_head(ranker, corpus_train: Path, datasets: Iterable[RealDataset], l2
     """The job head for ``ranker``'s network, fitted on the corpus jobs and the real datasets."""
     corpus, names = corpus_records(Path(corpus_train), ranker)
     real = [r for d in datasets for r in real_records(score_dataset(d, ranker), ranker)]
-    head = fit_head(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
+    head = fit_calibrated_head(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
     head.metrics.update({"corpus": str(corpus_train), "real_datasets": [d.name for d in datasets],
                          "real_weight": real_weight})
     return head
