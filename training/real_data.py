@@ -124,8 +124,24 @@ def load_classes(dataset: RealDataset, files_root: Optional[Path] = None) -> tup
     classes = read_classes(path, stats=stats, pixel_size=None if path.suffix == ".star" else pixel_size,
                            particle_diameter=diameter if diameter else None)
     by_number = dataset.labels.set_index("class_number")["label"]
+    if by_number.index.duplicated().any():
+        twice = sorted(set(by_number.index[by_number.index.duplicated()].tolist()))
+        raise InputError(f"class number(s) {_listed(twice)} labelled twice", dataset.folder / "labels.csv",
+                         "give each class one row")
+    unknown = sorted(set(by_number.index.tolist()) - set(classes.class_numbers.tolist()))
+    if unknown:
+        raise InputError(f"labels for class number(s) {_listed(unknown)}, but {path} has {len(classes)} "
+                         f"class(es) numbered {classes.class_numbers.min()} to {classes.class_numbers.max()}",
+                         dataset.folder / "labels.csv",
+                         "label the classes of this very file (its images and the labels disagree: a "
+                         "different iteration, K or tiling?)")
     labels = by_number.reindex(classes.class_numbers).to_numpy(dtype=float)
     return classes, labels
+
+
+def _listed(numbers: list, most: int = 8) -> str:
+    shown = ", ".join(str(n) for n in numbers[:most])
+    return shown + (f" and {len(numbers) - most} more" if len(numbers) > most else "")
 
 
 def summary_table(datasets: list[RealDataset]) -> pd.DataFrame:
