@@ -208,3 +208,15 @@ def test_preferred_views_cluster_around_a_few_directions():
     rot_u, tilt_u = draw_views(np.random.default_rng(0), 2000)
     uniform, _, _ = np.histogram2d(rot_u, tilt_u, bins=(18, 9), range=((-200, 200), (0, 180)))
     assert np.sort(uniform.ravel())[-8:].sum() < 400
+
+
+def test_corpus_plan_fine_style_uses_the_samplings_people_use():
+    specs = plan_corpus(30, seed=4, real_maps=["/x/betagal.mrc"], style="fine")
+    assert {s["box"] for s in specs} == {96, 128} and all(s["style"] == "fine" for s in specs)
+    assert all(1.2 <= s["pixel_size"] <= 4.0 and 8 <= s["K"] <= 12 and s["iterations"] == 6 for s in specs)
+    real = [s for s in specs if any(not m.startswith("generated") for m in s["maps"])]
+    assert real and all(s["pixel_size"] >= (2.4 if s["box"] == 128 else 3.0) for s in real)
+    assert min(s["pixel_size"] for s in specs) < 2.0    # generated maps go finer
+    assert plan_corpus(30, seed=4, real_maps=["/x/betagal.mrc"]) != specs
+    with pytest.raises(ValueError, match="unknown corpus style"):
+        plan_corpus(2, style="fast")

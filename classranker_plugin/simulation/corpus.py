@@ -49,13 +49,19 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
     style "converged": 6-10 iterations, K 10-18, 20-30 particles per class, SNR 0.05-0.5 (of the imaged
     signal), preferred orientations (3-8 views) in 60% of the jobs;
     style "quick": 4-6 iterations, K 10-24, 15-25 particles per class, SNR 0.05-0.3, uniform views
-    (cheaper, noisier labels: many classes stay mixed). Job numbers start after ``first_index`` (to extend a corpus).
+    (cheaper, noisier labels: many classes stay mixed);
+    style "fine": the samplings people use, box 96 or 128 at 1.2-4 A/px (at least 2.4 A/px at box 128
+    and 3 A/px at box 96 when a real map is in the job, so that it fits the box), K 8-12, 20-25
+    particles per class, 6 iterations, SNR 0.05-0.3: about 7x the cost of a box-48 job (25-30 min on
+    one core). Job numbers start after ``first_index`` (to extend a corpus).
     With ``wide_every`` N > 0, every N-th training job is a wide one (box 48, K 30-60, 12-18 particles per
     class, up to 900 particles, 6-8 iterations): about 8x the cost of a typical job, for the many-class
     look of a real K=50-100 run.
     """
     rng = np.random.default_rng([seed, first_index])
-    quick = style == "quick"
+    if style not in ("converged", "quick", "fine"):
+        raise ValueError(f"unknown corpus style {style!r}")
+    quick, fine = style == "quick", style == "fine"
     specs = []
     for index in range(first_index, first_index + n_jobs):
         test = holdout_every > 0 and index % holdout_every == holdout_every - 1
@@ -66,10 +72,13 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             pool = [f"generated:{layout}" for layout in TRAIN_LAYOUTS] + list(real_maps) * 2
             maps = [str(m) for m in rng.choice(pool, size=n_maps, replace=False)]
         wide = not test and wide_every > 0 and index % wide_every == wide_every // 2
-        box = 48 if wide else int(rng.choice([48, 48, 48, 48, 64]))
+        box = 48 if wide else int(rng.choice([96, 128])) if fine else int(rng.choice([48, 48, 48, 48, 64]))
         if wide:
             K = int(rng.integers(30, 61))
             per_class, iterations, snr_range = rng.uniform(12, 18), int(rng.integers(6, 9)), (0.05, 0.5)
+        elif fine:
+            K = int(rng.integers(8, 13))
+            per_class, iterations, snr_range = rng.uniform(20, 25), 6, (0.05, 0.3)
         elif quick:
             K = int(rng.integers(10, 25)) if box == 48 else int(rng.integers(10, 17))
             per_class, iterations, snr_range = rng.uniform(15, 25), int(rng.integers(4, 7)), (0.05, 0.3)
@@ -77,6 +86,11 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             K = int(rng.integers(10, 19)) if box == 48 else int(rng.integers(10, 15))
             per_class, iterations, snr_range = rng.uniform(20, 30), int(rng.integers(6, 11)), (0.05, 0.5)
         most = 900 if wide else 500 if box == 48 else 300
+        if fine:
+            real = any(not m.startswith("generated") for m in maps)
+            pixel_size = rng.uniform((2.4 if box == 128 else 3.0) if real else 1.2, 4.0)
+        else:
+            pixel_size = rng.uniform(5.0, 7.5) if box == 48 else rng.uniform(4.0, 6.0)
         n_particles = int(np.clip(round(K * per_class / 10) * 10, 200, most))
         kinds = sorted(rng.choice(DEFAULT_RELION_JUNK, size=int(rng.integers(3, len(DEFAULT_RELION_JUNK) + 1)),
                                   replace=False).tolist())
@@ -84,7 +98,7 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             "job_id": f"job{index + 1:03d}", "split": "test" if test else "train", "maps": maps,
             "n_particles": n_particles, "junk_fraction": round(float(rng.uniform(0.2, 0.6)), 2),
             "junk_kinds": kinds, "box": box,
-            "pixel_size": round(float(rng.uniform(5.0, 7.5) if box == 48 else rng.uniform(4.0, 6.0)), 2),
+            "pixel_size": round(float(pixel_size), 2),
             "snr": round(float(np.exp(rng.uniform(*np.log(snr_range)))), 3),
             "K": K, "iterations": iterations, "ctf": bool(rng.random() < 0.8),
             "preferred_views": 0 if quick or rng.random() < 0.4 else int(rng.integers(3, 9)),
