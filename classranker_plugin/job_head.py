@@ -19,10 +19,8 @@ lowest-ranked good classes fall below the cutoff. So the head has a second, per-
 the whole job through the network's absolute verdicts (median and quartiles of its logits, the mean
 of its scores: the share of good classes it expects). J is the same for every class of a job, so
 the calibration moves and stretches a job's scores together and never changes their order within
-the job (the fit keeps the stretch positive for the jobs it saw; :meth:`Calibration.apply` floors it
-at 0.05 for any other). It is
-fitted on sub-jobs drawn from labelled jobs with every share of good classes, all-good ones
-included (``training/job_head_fit.py``).
+the job (the stretch is floored at ``MIN_STRETCH`` > 0). It is fitted on sub-jobs drawn from
+labelled jobs with every share of good classes, all-good ones included (``training/job_head_fit.py``).
 
 The head's output is the final logit; its score is sigmoid(logit). It is stored in the checkpoint as
 plain numbers (``JobHead.to_dict``), never code.
@@ -45,7 +43,8 @@ Z_CLIP = 3.0
 MAD_SCALE = 1.4826
 #: job-level inputs of the calibration (one value per job, from the network's logits)
 JOB_INPUTS = ("job_logit_median", "job_logit_q25", "job_logit_q75", "job_good_share")
-HEAD_FORMAT = "classranker-job-head-1"
+HEAD_FORMAT = "classranker-job-head-2"         # 2: may carry a calibration (older readers refuse it)
+READABLE_FORMATS = ("classranker-job-head-1", HEAD_FORMAT)
 
 
 def _usable(values: np.ndarray, names: list, name: Optional[str] = None) -> np.ndarray:
@@ -105,7 +104,7 @@ def job_inputs(logits: np.ndarray, values: np.ndarray, names) -> np.ndarray:
     return np.array([median, q25, q75, float(np.mean(1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))))])
 
 
-MIN_STRETCH = 0.05
+MIN_STRETCH = 0.05   # the least stretch of a job's head logits: the order within a job is kept
 
 
 @dataclass
@@ -170,7 +169,7 @@ class JobHead:
 
     @classmethod
     def from_dict(cls, payload: dict) -> "JobHead":
-        if payload.get("format") != HEAD_FORMAT:
+        if payload.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unknown job head format {payload.get('format')!r}")
         calibration = payload.get("calibration")
         return cls(input_names=list(payload["input_names"]), weights=np.asarray(payload["weights"], np.float64),

@@ -173,4 +173,6 @@ def test_calibration_goes_through_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="unknown inputs"):
         JobHead.from_dict(payload)
     del payload["calibration"]                         # a head written before the calibration existed
+    payload["format"] = "classranker-job-head-1"
     assert JobHead.from_dict(payload).calibration is None
+    assert head.to_dict()["format"] == "classranker-job-head-2"   # older readers refuse a calibrated head
