@@ -29,7 +29,7 @@ from classranker_plugin.checkpoint import load_model  # noqa: E402
 from classranker_plugin.training.job_head_fit import fit_calibrated_head, head_scores  # noqa: E402
 from classranker_plugin.training.metrics import binary_report  # noqa: E402
 from classranker_plugin.training.real_data import list_datasets, load_classes, score_dataset  # noqa: E402
-from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
+from classranker_plugin.training.real_stage import (corpora_records, finetune_on_real,  # noqa: E402
                                                    real_records)
 
 
@@ -39,7 +39,7 @@ STAGE2_COMMIT = "e8da347~1"
 
 def prepare(ranker, datasets, args):
     """(corpus records, feature names, scored real datasets, their records) for one network."""
-    corpus, names = corpus_records(Path(args.corpus), ranker)
+    corpus, names = corpora_records(args.corpus, ranker)
     scored = {d.name: score_dataset(d, ranker) for d in datasets}
     return corpus, names, scored, {name: real_records(s, ranker) for name, s in scored.items()}
 
@@ -49,7 +49,7 @@ def finetuned(held, others, args):
     from classranker_plugin.checkpoint import BUNDLED_MODEL
 
     work = Path(args.out or REPO / "scratch" / "real_eval") / "folds" / held.name
-    model = finetune_on_real(Path(args.model or BUNDLED_MODEL), Path(args.corpus), others, work,
+    model = finetune_on_real(Path(args.model or BUNDLED_MODEL), args.corpus, others, work,
                              epochs=args.finetune, repeat=args.real_repeat)
     return load_model(model, device="cpu")
 
@@ -67,7 +67,8 @@ def metrics(labels, scores, empty, cutoff=0.5) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="network checkpoint (default: the bundled model)")
-    parser.add_argument("--corpus", default=str(REPO / "data" / "relion_corpus" / "train"))
+    parser.add_argument("--corpus", nargs="+", default=[str(REPO / "data" / "relion_corpus" / "train")],
+                        help="RELION-made corpus training folder(s)")
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--real-weight", type=float, default=1.0,
                         help="total weight of the real datasets relative to the corpus in the head fit")

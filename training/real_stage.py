@@ -52,9 +52,15 @@ def real_records(scored, ranker) -> tuple[JobRecord, JobRecord]:
                       group="real"))
 
 
-def finetune_on_real(init: Path, corpus_train: Path, datasets: Iterable[RealDataset], work: Path,
+def _folders(corpus_train) -> list:
+    """One corpus training folder or several, as a list of Paths."""
+    return [Path(corpus_train)] if isinstance(corpus_train, (str, Path)) else [Path(p) for p in corpus_train]
+
+
+def finetune_on_real(init: Path, corpus_train, datasets: Iterable[RealDataset], work: Path,
                      epochs: int, repeat: int = 2, seed: int = 1) -> Path:
-    """Fine-tune ``init`` on the corpus and the real ``datasets``; returns model.pt (reused if done)."""
+    """Fine-tune ``init`` on the corpus (one training folder or several) and the real ``datasets``;
+    returns model.pt (reused if done)."""
     from .dataset import build_dataset
     from .dataset_source import DatasetSource
     from .trainer import train
@@ -64,20 +70,33 @@ def finetune_on_real(init: Path, corpus_train: Path, datasets: Iterable[RealData
     if model.is_file():
         return model
     shutil.rmtree(work, ignore_errors=True)
-    sources = [DatasetSource(corpus_train)] + [RealSource(d) for d in datasets for _ in range(repeat)]
+    sources = ([DatasetSource(folder) for folder in _folders(corpus_train)]
+               + [RealSource(d) for d in datasets for _ in range(repeat)])
     build_dataset(sources, work / "dataset", valid_fraction=0.15, seed=seed)
     train(work / "dataset", work / "train", epochs=epochs, lr=FINETUNE_LR, init=init, device="cpu", seed=seed,
           patience=epochs, progress=False)
     return model
 
 
-def fit_job_head(ranker, corpus_train: Path, datasets: Iterable[RealDataset], l2: float = 0.01,
+def corpora_records(corpus_train, ranker) -> tuple[list, list]:
+    """:func:`corpus_records` of one corpus training folder or several (their feature names must agree)."""
+    records, names = [], None
+    for folder in _folders(corpus_train):
+        found, found_names = corpus_records(folder, ranker)
+        if names is not None and list(found_names) != list(names):
+            raise ValueError(f"{folder} has other features than {_folders(corpus_train)[0]}")
+        records, names = records + found, found_names
+    return records, names
+
+
+def fit_job_head(ranker, corpus_train, datasets: Iterable[RealDataset], l2: float = 0.01,
                  real_weight: float = 1.0):
-    """The job head for ``ranker``'s network, fitted on the corpus jobs and the real datasets."""
-    corpus, names = corpus_records(Path(corpus_train), ranker)
+    """The job head for ``ranker``'s network, fitted on the corpus jobs (one training folder or
+    several) and the real datasets."""
+    corpus, names = corpora_records(corpus_train, ranker)
     real = [r for d in datasets for r in real_records(score_dataset(d, ranker), ranker)]
     head = fit_calibrated_head(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
-    head.metrics.update({"corpus": str(corpus_train), "real_datasets": [d.name for d in datasets],
+    head.metrics.update({"corpus": [str(p) for p in _folders(corpus_train)], "real_datasets": [d.name for d in datasets],
                          "real_weight": real_weight})
     return head
 

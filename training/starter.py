@@ -1,7 +1,8 @@
 """Retrain the bundled starter model and measure it, beside the baselines, on data it never saw.
 
     python -m classranker_plugin.training.starter --o scratch/starter [--jobs 80] [--epochs 30]
-        [--corpus data/relion_corpus] [--real data/real] [--from-model M] [--install]
+        [--corpus data/relion_corpus] [--real data/real] [--corpus-extra data/relion_corpus_fine]
+        [--from-model M] [--install]
 
 1. simulates a corpus of procedural Class2D jobs varied in box, pixel size, number of classes,
    particle counts, junk fraction and kinds, with realistic or uninformative metadata;
@@ -11,8 +12,9 @@
    fine-tunes that model on the corpus's training part (counted twice) plus some of the simulated jobs,
    so that its calibration fits genuine RELION classes, and also evaluates on the corpus's test part;
 3c. with --real (labelled real class averages, data/real; their files in scratch/real, see
-   training/real_data.py), fine-tunes again on the corpus plus the real datasets and fits the job head
-   (training/real_stage.py) on both; --from-model starts this stage from a finished stage-2 model;
+   training/real_data.py), fine-tunes again on the corpus (and the train/ parts of --corpus-extra) plus
+   the real datasets and fits the job head (training/real_stage.py) on them; --from-model starts this
+   stage from a finished stage-2 model;
 4. evaluates on fresh simulated jobs (other seeds; realistic and uninformative metadata) and on the
    real RELION tutorial runs in ../shared with their human labels, when present;
 5. with --install, copies the model into the package (models/starter.pt) with its report
@@ -131,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--corpus", help="RELION-made corpus (train/, test/) to fine-tune on, e.g. data/relion_corpus")
     parser.add_argument("--real", help="labelled real datasets (e.g. data/real): stage 3, needs --corpus")
+    parser.add_argument("--corpus-extra", nargs="*", default=[],
+                        help="more RELION-made corpora (e.g. data/relion_corpus_fine) whose train/ parts join stage 3")
     parser.add_argument("--real-epochs", type=int, default=REAL_EPOCHS, help="stage-3 fine-tuning epochs")
     parser.add_argument("--from-model", help="skip stages 1-2: start stage 3 from this checkpoint")
     parser.add_argument("--install", action="store_true", help="copy the model into the package")
@@ -166,7 +170,7 @@ def real_stage(model: Path, args, work: Path) -> tuple[Path, dict]:
     datasets = list_datasets(Path(args.real))
     for dataset in datasets:
         load_classes(dataset)  # every dataset's files must be here: the error names the fetch to do
-    corpus_train = Path(args.corpus) / "train"
+    corpus_train = [Path(c) / "train" for c in [args.corpus] + list(args.corpus_extra)]
     tuned = finetune_on_real(model, corpus_train, datasets, work / "real", epochs=args.real_epochs, seed=args.seed)
     head = fit_job_head(load_model(tuned, device="cpu"), corpus_train, datasets)
     final = with_job_head(tuned, head, work / "real" / "model_with_head.pt",
