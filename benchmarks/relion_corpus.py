@@ -59,7 +59,8 @@ def write_report(jobs: pd.DataFrame, stats: dict, args, wall_s: float) -> None:
 
 README = """# RELION corpus: genuine Class2D classes labelled by their composition
 
-{jobs} relion_refine Class2D jobs (RELION 3.1.3 CPU; K {k_min} to {k_max}), {classes} classes ({good} labelled good),
+{jobs} relion_refine Class2D jobs (RELION 3.1.3 CPU; K {k_min} to {k_max}; boxes {boxes} px at {px_min:.2f} to
+{px_max:.2f} A/px), {classes} classes ({good} labelled good),
 made by `benchmarks/relion_corpus.py` with `classranker_plugin.simulation.relion_engine`: relion_project
 projections (CTF, white noise) of real beta-galactosidase maps and generated protein-like densities,
 plus junk particles made by our code; each class's score is the fraction of its particles that are good
@@ -84,7 +85,10 @@ def export(root: Path, out: Path) -> None:
     classes.to_csv(out / "classes.csv", index=False)
     (out / "README.md").write_text(README.format(jobs=len(done), classes=len(classes), good=int(classes["label"].sum()),
                                                  test=int((classes["split"] == "test").sum()),
-                                                 k_min=int(done["K"].min()), k_max=int(done["K"].max())))
+                                                 k_min=int(done["K"].min()), k_max=int(done["K"].max()),
+                                                 boxes=" / ".join(str(b) for b in sorted(done["box"].unique())),
+                                                 px_min=float(done["actual_pixel_size"].min()),
+                                                 px_max=float(done["actual_pixel_size"].max())))
     for split in ("train", "test"):
         dirs = [str(root / job) for job in done.loc[done["split"] == split, "job_id"]]
         if not dirs:

@@ -191,6 +191,7 @@ def summarise(classset: ClassSet, result: ScoreResult, keep: np.ndarray, cutoff:
     }
     if ranker is not None and ranker.metrics:
         summary["model_validation"] = ranker.metrics
+        summary["model_has_job_head"] = ranker.job_head is not None
     return summary
 
 
@@ -209,6 +210,8 @@ def format_summary(summary: dict) -> str:
         lines.append("missing in the input (scored as unknown): " + ", ".join(summary["inputs_missing"]))
     validation = summary.get("model_validation") or {}
     if "precision_at_cutoff" in validation:
-        lines.append(f"model on its validation set at cutoff 0.5: precision {validation['precision_at_cutoff']:.2f}, "
+        who = ("network (before its job head) on its validation set" if summary.get("model_has_job_head")
+               else "model on its validation set")
+        lines.append(f"{who} at cutoff 0.5: precision {validation['precision_at_cutoff']:.2f}, "
                      f"recall {validation.get('recall_at_cutoff', float('nan')):.2f}")
     return "\n".join(lines)

@@ -55,6 +55,8 @@ def test_pyem_like_model_star_scores_end_to_end(tmp_path):
     assert summary["inputs_missing"] == ["rlnAccuracyRotations", "rlnAccuracyTranslationsAngst"]
     assert "accuracy_rotations" not in summary["inputs_used"]
     assert "missing in the input" in format_summary(summary)
+    # the bundled model has a job head: the validation figures are the network's, and say so
+    assert "network (before its job head) on its validation set" in format_summary(summary)
     assert 0 < summary["classes_kept"] < summary["classes"]
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert written["inputs_missing"] == summary["inputs_missing"]
