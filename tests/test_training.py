@@ -309,7 +309,27 @@ def test_command_line_make_dataset_and_train(jobs, tmp_path, capsys):
     assert main(["train", "--dataset", str(tmp_path / "ds"), "--o", str(tmp_path / "run"), "--epochs", "1",
                  "--batch-size", "16", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
     assert (tmp_path / "run" / "model.pt").is_file()
+    assert load_model(tmp_path / "run" / "model.pt", device="cpu").job_head is None
     assert main(["make-dataset", str(tmp_path / "nowhere"), "--o", str(tmp_path / "ds2")]) == 2
+
+
+def test_fine_tuning_from_the_command_line_with_a_job_head(dataset, tmp_path, capsys):
+    """train --init <bundled model> --job-head: the fine-tuned model carries a calibrated job head again,
+    and scoring uses it (scores differ from the same network without it)."""
+    from classranker_plugin.checkpoint import BUNDLED_MODEL
+    from classranker_plugin.cli.main import main
+    from classranker_plugin.training.job_head_fit import head_scores
+    from classranker_plugin.training.real_stage import corpus_records
+
+    assert main(["train", "--dataset", str(dataset), "--o", str(tmp_path / "run"), "--init", str(BUNDLED_MODEL),
+                 "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--quiet",
+                 "--job-head"]) == 0
+    assert "job head fitted on 3 jobs" in capsys.readouterr().out
+    ranker = load_model(tmp_path / "run" / "model.pt", device="cpu")
+    assert ranker.job_head is not None and ranker.job_head.calibration is not None
+    records, names = corpus_records(dataset, ranker)
+    with_head = head_scores(ranker.job_head, records[0], names)
+    assert not np.allclose(with_head, ranker.scores_from_logits(records[0].logits))
 
 
 def test_two_process_data_parallel_training_with_torchrun(dataset, tmp_path):
