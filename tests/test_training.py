@@ -405,3 +405,17 @@ def test_the_committed_relion_corpus_is_a_dataset():
     for part in (train_part, test_part):
         labels = np.asarray(part.labels)
         assert 0.1 < (labels >= 0.5).mean() < 0.9 and np.isfinite(np.asarray(part.features)).all()
+
+
+def test_training_star_with_protein_black_averages_gives_the_same_dataset(tmp_path, jobs):
+    """A training STAR whose class averages store protein black (inverted stack) is read protein white,
+    as scoring reads it: the same network images and features as from the original stack."""
+    star, project, _, _ = _relion_star(tmp_path / "white", jobs[1], vectors=False)
+    white = load_dataset(build_dataset([star], tmp_path / "ds_white", root=project, pixel_size=3.5))
+    star, project, _, _ = _relion_star(tmp_path / "black", jobs[1], vectors=False)
+    stack = project / "Class2D" / "job001" / "run_it025_classes.mrcs"
+    with mrcfile.open(stack, mode="r+") as mrc:
+        mrc.data[:] = -mrc.data
+    black = load_dataset(build_dataset([star], tmp_path / "ds_black", root=project, pixel_size=3.5))
+    np.testing.assert_allclose(black.images, white.images, atol=1e-4)
+    np.testing.assert_allclose(black.features, white.features, atol=1e-3)

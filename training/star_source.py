@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..classset import ClassSet
+from ..contrast import orient_contrast
 from ..errors import InputError
 from ..io.relion import project_candidates
 from ..io.stack import header_pixel_size, mrc_shape, read_mrc_images, stats_to_table
@@ -163,8 +164,8 @@ class StarSource:
         class_table["reference_image"] = table[group_label].iloc[rows].astype(str).to_numpy()
         classset = ClassSet(images=averages, table=class_table, pixel_size=pixel_size,
                             particle_diameter=options.particle_diameter, source=str(self.path))
-        if vectors is None and group_label == REFERENCE:
-            chunk = classset_chunk(classset, labels, options, job=str(stack))
+        if vectors is None and group_label == REFERENCE:   # class averages: protein white, as scoring reads them
+            chunk = classset_chunk(orient_contrast(classset), labels, options, job=str(stack))
         else:
             chunk = self._given_chunk(classset, table, rows, labels, vectors, options, stack)
         chunk.meta["kind"] = "star"
