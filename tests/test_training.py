@@ -314,8 +314,8 @@ def test_command_line_make_dataset_and_train(jobs, tmp_path, capsys):
 
 
 def test_fine_tuning_from_the_command_line_with_a_job_head(dataset, tmp_path, capsys):
-    """train --init <bundled model> --job-head: the fine-tuned model carries a calibrated job head again,
-    and scoring uses it (scores differ from the same network without it)."""
+    """train --init <bundled model> --job-head --calibrate-head: the fine-tuned model carries a job
+    head (with its calibration) again, and scoring uses it (scores differ from the network alone)."""
     from classranker_plugin.checkpoint import BUNDLED_MODEL
     from classranker_plugin.cli.main import main
     from classranker_plugin.training.job_head_fit import head_scores
@@ -323,8 +323,8 @@ def test_fine_tuning_from_the_command_line_with_a_job_head(dataset, tmp_path, ca
 
     assert main(["train", "--dataset", str(dataset), "--o", str(tmp_path / "run"), "--init", str(BUNDLED_MODEL),
                  "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--quiet",
-                 "--job-head"]) == 0
-    assert "job head fitted on 3 jobs" in capsys.readouterr().out
+                 "--job-head", "--calibrate-head"]) == 0
+    assert "job head fitted on 3 jobs (each also without metadata), with its calibration" in capsys.readouterr().out
     ranker = load_model(tmp_path / "run" / "model.pt", device="cpu")
     assert ranker.job_head is not None and ranker.job_head.calibration is not None
     records, names = corpus_records(dataset, ranker)

@@ -2,9 +2,9 @@
 
 1. ``finetune_on_real``: fine-tune a network on the RELION-made corpus (training part) plus labelled
    real datasets (each counted ``repeat`` times), with the usual augmentation and metadata masking;
-2. ``fit_job_head``: fit the job head (``classranker_plugin.job_head``) and its per-job calibration on
-   that network's logits for the corpus jobs and the real datasets, each with a copy whose metadata
-   is unknown;
+2. ``fit_job_head``: fit the job head (``classranker_plugin.job_head``; with ``calibrate``, also its
+   per-job calibration) on that network's logits for the corpus jobs and the real datasets, each with
+   a copy whose metadata is unknown;
 3. ``with_job_head``: write the network and its head as one checkpoint.
 
 ``benchmarks/real_data.py`` runs the same steps with one real dataset held out at a time.
@@ -19,7 +19,7 @@ import numpy as np
 
 from classranker_plugin.checkpoint import load_model, save_checkpoint
 
-from .job_head_fit import JobRecord, drop_metadata, fit_calibrated_head
+from .job_head_fit import JobRecord, drop_metadata, fit_calibrated_head, fit_head
 from .real_data import RealDataset, RealSource, score_dataset
 
 FINETUNE_LR = 3e-4
@@ -90,12 +90,14 @@ def corpora_records(corpus_train, ranker) -> tuple[list, list]:
 
 
 def fit_job_head(ranker, corpus_train, datasets: Iterable[RealDataset], l2: float = 0.01,
-                 real_weight: float = 1.0):
+                 real_weight: float = 1.0, calibrate: bool = False):
     """The job head for ``ranker``'s network, fitted on the corpus jobs (one training folder or
-    several) and the real datasets."""
+    several) and the real datasets; with ``calibrate``, with its per-job calibration (measured in
+    benchmarks/RESULTS.md: not used by the bundled model, which it did not improve)."""
     corpus, names = corpora_records(corpus_train, ranker)
     real = [r for d in datasets for r in real_records(score_dataset(d, ranker), ranker)]
-    head = fit_calibrated_head(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
+    fit = fit_calibrated_head if calibrate else fit_head
+    head = fit(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
     head.metrics.update({"corpus": [str(p) for p in _folders(corpus_train)], "real_datasets": [d.name for d in datasets],
                          "real_weight": real_weight})
     return head

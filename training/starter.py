@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--corpus", help="RELION-made corpus (train/, test/) to fine-tune on, e.g. data/relion_corpus")
     parser.add_argument("--real", help="labelled real datasets (e.g. data/real): stage 3, needs --corpus")
+    parser.add_argument("--calibrate-head", action="store_true",
+                        help="stage 3: give the job head its per-job calibration (job_head.Calibration)")
     parser.add_argument("--corpus-extra", nargs="*", default=[],
                         help="more RELION-made corpora (e.g. data/relion_corpus_fine) whose train/ parts join stage 3")
     parser.add_argument("--real-epochs", type=int, default=REAL_EPOCHS, help="stage-3 fine-tuning epochs")
@@ -172,7 +174,7 @@ def real_stage(model: Path, args, work: Path) -> tuple[Path, dict]:
         load_classes(dataset)  # every dataset's files must be here: the error names the fetch to do
     corpus_train = [Path(c) / "train" for c in [args.corpus] + list(args.corpus_extra)]
     tuned = finetune_on_real(model, corpus_train, datasets, work / "real", epochs=args.real_epochs, seed=args.seed)
-    head = fit_job_head(load_model(tuned, device="cpu"), corpus_train, datasets)
+    head = fit_job_head(load_model(tuned, device="cpu"), corpus_train, datasets, calibrate=args.calibrate_head)
     final = with_job_head(tuned, head, work / "real" / "model_with_head.pt",
                           provenance={"real_datasets": [d.name for d in datasets]})
     return final, {"datasets": [d.name for d in datasets], "epochs": args.real_epochs, "init": str(model),

@@ -5,9 +5,9 @@ last.pt (resumable state; --resume continues an interrupted run to the same resu
 metrics.png. Runs on the GPU when there is one (mixed precision); for several GPUs start it with
 torchrun, e.g. 'torchrun --nproc_per_node=4 $(which classranker) train ...'.
 
-With --job-head, model.pt then gets a job head and its per-job calibration (as the bundled model
-has; a fine-tuned network otherwise has none), fitted on the dataset's jobs with the trained
-network's logits. Give it jobs with several classes each; on the training jobs the network's
+With --job-head, model.pt then gets a job head (as the bundled model has; a fine-tuned network
+otherwise has none), fitted on the dataset's jobs with the trained network's logits; --calibrate-head
+adds its per-job calibration. Give it jobs with several classes each; on the training jobs the network's
 logits are more confident than on new ones, so check the head on a labelled job of your own
 ('classranker evaluate').
 """
@@ -43,8 +43,9 @@ def add_args(parser):
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    parser.add_argument("--job-head", action="store_true",
-                        help="fit a job head (with its calibration) on the dataset's jobs into model.pt")
+    parser.add_argument("--job-head", action="store_true", help="fit a job head on the dataset's jobs into model.pt")
+    parser.add_argument("--calibrate-head", action="store_true",
+                        help="with --job-head: give the head its per-job calibration")
 
 
 def main(args) -> int:
@@ -62,9 +63,9 @@ def main(args) -> int:
                     progress=not args.quiet, command_line=" ".join(["classranker"] + sys.argv[1:]))
     best = summary["best"]
     if args.job_head and int(os.environ.get("RANK", "0")) == 0:
-        head, n_jobs = add_job_head(args.dataset, summary["model"])
-        print(f"job head fitted on {n_jobs} jobs (each also without metadata), with its calibration; "
-              f"in {summary['model']}")
+        head, n_jobs = add_job_head(args.dataset, summary["model"], calibrate=args.calibrate_head)
+        print(f"job head fitted on {n_jobs} jobs (each also without metadata)"
+              f"{', with its calibration' if head.calibration is not None else ''}; in {summary['model']}")
     if int(os.environ.get("RANK", "0")) == 0 and best.get("epoch", -1) >= 0 and "temperature" in best:
         print(f"best epoch {best['epoch'] + 1}: validation AUC {best['val_auc']:.3f}, at cutoff 0.5 precision "
               f"{best.get('precision_at_cutoff', float('nan')):.3f} recall {best.get('recall_at_cutoff', float('nan')):.3f} "
@@ -72,16 +73,16 @@ def main(args) -> int:
     return 0
 
 
-def add_job_head(dataset, model):
-    """Fit a calibrated job head on ``dataset``'s jobs with ``model``'s network, written into ``model``;
-    (head, number of jobs)."""
+def add_job_head(dataset, model, calibrate: bool = False):
+    """Fit a job head (``calibrate``: with its per-job calibration) on ``dataset``'s jobs with
+    ``model``'s network, written into ``model``; (head, number of jobs)."""
     from pathlib import Path
 
     from ..checkpoint import load_model
-    from ..training.job_head_fit import fit_calibrated_head
+    from ..training.job_head_fit import fit_calibrated_head, fit_head
     from ..training.real_stage import corpus_records, with_job_head
 
     records, names = corpus_records(Path(dataset), load_model(model, device="cpu"))
-    head = fit_calibrated_head(records, names)
+    head = (fit_calibrated_head if calibrate else fit_head)(records, names)
     with_job_head(model, head, model)
     return head, len(records) // 2        # corpus_records gives each job with and without metadata
