@@ -192,7 +192,7 @@ def main():
         sys.exit("not enough disk space: give --folder on a larger disk")
     baseline = run_step("baseline", args.folder, args.folder / "none")["peak_rss_mb"]
     print(f"child baseline (python + numpy + pandas + starfile + classranker io): {baseline:.0f} MB RSS")
-    starfile_peak = {}
+    starfile_runs = {}   # particles -> (peak RSS MB, seconds, CPU seconds) of starfile.read
     try:
         for n in sorted(args.particles):
             path = args.folder / f"run_it025_data_{n}.star"
@@ -213,23 +213,22 @@ def main():
                      ("subset+cold", "subset (ours, cold)"))
             for name, label in steps:
                 t_cat = cat[name.endswith("+cold")][0]
-                if name == "starfile" and starfile_peak:
-                    small_n, small_peak = max(starfile_peak.items())
+                if name == "starfile" and starfile_runs:
+                    small_n, (small_peak, small_seconds, small_cpu) = max(starfile_runs.items())
                     estimate = (small_peak - baseline) * n / small_n + baseline
                     if estimate > available_mb() / 2:
                         print(f"  starfile.read skipped: about {estimate / 1024:.1f} GiB by extrapolation "
                               f"from {small_n:,} particles (> half of the {available_mb() / 1024:.1f} GiB "
                               f"available)")
                         rows.append((label + " (extrapolated x%d, not run)" % (n // small_n),
-                                     starfile_seconds * n / small_n, starfile_cpu * n / small_n,
+                                     small_seconds * n / small_n, small_cpu * n / small_n,
                                      estimate, None, t_cat))
                         continue
                 result = run_step(name, path, out)
                 if name in ("count", "classes", "subset"):   # memory: warm runs only
                     result["tracemalloc_mb"] = run_step(name + "+trace", path, out)["tracemalloc_mb"]
                 if name == "starfile":
-                    starfile_peak[n], starfile_seconds = result["peak_rss_mb"], result["seconds"]
-                    starfile_cpu = result["cpu_seconds"]
+                    starfile_runs[n] = (result["peak_rss_mb"], result["seconds"], result["cpu_seconds"])
                 rows.append((label, result["seconds"], result["cpu_seconds"], result["peak_rss_mb"],
                              result.get("tracemalloc_mb"), t_cat))
                 if name.startswith("subset"):

@@ -11,7 +11,7 @@ from classranker_plugin.simulation.imaging import ctf as simulator_ctf
 from classranker_plugin.simulation.relion_engine import simulate_relion_job, split_counts, user_particle_diameter
 from classranker_plugin.simulation.relion_junk import DEFAULT_RELION_JUNK, junk_particles, relion_ctf
 from classranker_plugin.simulation.relion_labels import class_composition
-from classranker_plugin.simulation.relion_maps import (JobMap, centre_crop, fourier_resample, generated_map,
+from classranker_plugin.simulation.relion_maps import (centre_crop, fourier_resample, generated_map,
                                                        project_map, resample_map)
 
 
