@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=None, help="start no new job after this long")
     parser.add_argument("--maps", default=str(DEFAULT_MAPS), help="folder of the shared beta-galactosidase maps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--style", choices=["converged", "quick", "fine"], default="converged",
+    parser.add_argument("--style", choices=["converged", "quick", "fine", "large"], default="converged",
                         help="parameter ranges of newly planned jobs (see corpus.plan_corpus)")
     parser.add_argument("--wide-every", type=int, default=0,
                         help="make every N-th newly planned training job a wide one (K 30-60; see corpus.plan_corpus)")

@@ -220,3 +220,6 @@ def test_corpus_plan_fine_style_uses_the_samplings_people_use():
     assert plan_corpus(30, seed=4, real_maps=["/x/betagal.mrc"]) != specs
     with pytest.raises(ValueError, match="unknown corpus style"):
         plan_corpus(2, style="fast")
+    large = plan_corpus(12, seed=4, real_maps=["/x/betagal.mrc"], style="large")
+    assert {s["box"] for s in large} == {192, 256} and all(1.0 <= s["pixel_size"] <= 2.0 for s in large)
+    assert all(s["pixel_size"] * s["box"] >= 300 for s in large if not all(m.startswith("generated") for m in s["maps"]))

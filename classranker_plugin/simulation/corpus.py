@@ -52,16 +52,18 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
     (cheaper, noisier labels: many classes stay mixed);
     style "fine": the samplings people use, box 96 or 128 at 1.2-4 A/px (at least 2.4 A/px at box 128
     and 3 A/px at box 96 when a real map is in the job, so that it fits the box), K 8-12, 20-25
-    particles per class, 6 iterations, SNR 0.05-0.3: about 7x the cost of a box-48 job (25-30 min on
-    one core). Job numbers start after ``first_index`` (to extend a corpus).
+    particles per class, 6 iterations, SNR 0.05-0.3 (about a minute per job on one core);
+    style "large": the same at box 192 or 256 and 1.0-2.0 A/px (at least 1.6 / 1.2 A/px with a real
+    map). Job numbers start after ``first_index`` (to extend a corpus).
     With ``wide_every`` N > 0, every N-th training job is a wide one (box 48, K 30-60, 12-18 particles per
     class, up to 900 particles, 6-8 iterations): about 8x the cost of a typical job, for the many-class
     look of a real K=50-100 run.
     """
     rng = np.random.default_rng([seed, first_index])
-    if style not in ("converged", "quick", "fine"):
+    if style not in ("converged", "quick", "fine", "large"):
         raise ValueError(f"unknown corpus style {style!r}")
-    quick, fine = style == "quick", style == "fine"
+    quick, large = style == "quick", style == "large"
+    fine = style == "fine" or large
     specs = []
     for index in range(first_index, first_index + n_jobs):
         test = holdout_every > 0 and index % holdout_every == holdout_every - 1
@@ -72,7 +74,12 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             pool = [f"generated:{layout}" for layout in TRAIN_LAYOUTS] + list(real_maps) * 2
             maps = [str(m) for m in rng.choice(pool, size=n_maps, replace=False)]
         wide = not test and wide_every > 0 and index % wide_every == wide_every // 2
-        box = 48 if wide else int(rng.choice([96, 128])) if fine else int(rng.choice([48, 48, 48, 48, 64]))
+        if wide:
+            box = 48
+        elif fine:
+            box = int(rng.choice([192, 256] if large else [96, 128]))
+        else:
+            box = int(rng.choice([48, 48, 48, 48, 64]))
         if wide:
             K = int(rng.integers(30, 61))
             per_class, iterations, snr_range = rng.uniform(12, 18), int(rng.integers(6, 9)), (0.05, 0.5)
@@ -86,9 +93,10 @@ def plan_corpus(n_jobs: int, seed: int = 0, real_maps: Sequence[str] = (), holdo
             K = int(rng.integers(10, 19)) if box == 48 else int(rng.integers(10, 15))
             per_class, iterations, snr_range = rng.uniform(20, 30), int(rng.integers(6, 11)), (0.05, 0.5)
         most = 900 if wide else 500 if box == 48 else 300
-        if fine:
+        if fine:   # a real map (beta-galactosidase, ~200 A) must fit the box
             real = any(not m.startswith("generated") for m in maps)
-            pixel_size = rng.uniform((2.4 if box == 128 else 3.0) if real else 1.2, 4.0)
+            finest = {96: 3.0, 128: 2.4, 192: 1.6, 256: 1.2}[box] if real else (1.0 if large else 1.2)
+            pixel_size = rng.uniform(finest, 2.0 if large else 4.0)
         else:
             pixel_size = rng.uniform(5.0, 7.5) if box == 48 else rng.uniform(4.0, 6.0)
         n_particles = int(np.clip(round(K * per_class / 10) * 10, 200, most))
