@@ -397,11 +397,13 @@ def test_a_built_dataset_is_a_source_of_a_new_one(dataset, jobs, tmp_path):
     assert not (tmp_path / "relion").exists()
 
 
-@pytest.mark.parametrize("name, boxes", [("relion_corpus", {48, 64}), ("relion_corpus_fine", {96, 128})])
-def test_the_committed_relion_corpus_is_a_dataset(name, boxes):
+@pytest.mark.parametrize("name, boxes, least", [("relion_corpus", {48, 64}, (200, 40)),
+                                               ("relion_corpus_fine", {96, 128}, (200, 40)),
+                                               ("relion_corpus_large", {192, 256}, (100, 15))])
+def test_the_committed_relion_corpus_is_a_dataset(name, boxes, least):
     corpus = Path(__file__).resolve().parents[1] / "data" / name
     train_part, test_part = load_dataset(corpus / "train"), load_dataset(corpus / "test")
-    assert len(train_part) > 200 and len(test_part) > 40
+    assert len(train_part) > least[0] and len(test_part) > least[1]
     jobs = pd.read_csv(corpus / "jobs.csv")
     assert set(jobs["box"]) == boxes and (jobs["status"] == "done").all()
     assert not set(train_part.meta["job"]) & set(test_part.meta["job"])
