@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from classranker_plugin.checkpoint import load_model  # noqa: E402
-from classranker_plugin.training.job_head_fit import fit_calibrated_head, head_scores  # noqa: E402
+from classranker_plugin.training.job_head_fit import fit_head, head_scores  # noqa: E402
 from classranker_plugin.training.metrics import binary_report  # noqa: E402
 from classranker_plugin.training.real_data import list_datasets, load_classes, score_dataset  # noqa: E402
-from classranker_plugin.training.real_stage import (corpora_records, finetune_on_real,  # noqa: E402
+from classranker_plugin.training.real_stage import (corpus_records, finetune_on_real,  # noqa: E402
                                                    real_records)
 
 
@@ -39,7 +39,7 @@ STAGE2_COMMIT = "e8da347~1"
 
 def prepare(ranker, datasets, args):
     """(corpus records, feature names, scored real datasets, their records) for one network."""
-    corpus, names = corpora_records(args.corpus, ranker)
+    corpus, names = corpus_records(args.corpus, ranker)
     scored = {d.name: score_dataset(d, ranker) for d in datasets}
     return corpus, names, scored, {name: real_records(s, ranker) for name, s in scored.items()}
 
@@ -107,8 +107,8 @@ def main(argv=None) -> int:
         corpus, names, scored, records = fold
         held = scored[dataset.name]
         train = corpus + [r for name, pair in records.items() if name != dataset.name for r in pair]
-        head = fit_calibrated_head(train, names, l2=args.l2, draws=args.draws,
-                                   group_weights={"corpus": 1.0, "real": args.real_weight})
+        head = fit_head(train, names, l2=args.l2, calibrate=True, draws=args.draws,
+                        group_weights={"corpus": 1.0, "real": args.real_weight})
         with_metadata, without = records[dataset.name]
         plain = replace(head, calibration=None)     # the bundled model's head has no calibration
         variants = {

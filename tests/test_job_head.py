@@ -136,11 +136,10 @@ def test_calibration_keeps_the_good_classes_of_an_all_good_job():
     """Within-job ranks push the lowest good classes of an all-good job below 0.5; the per-job
     calibration, fitted on sub-jobs of every composition, keeps them, does not reorder any job, and
     still rejects the junk of mostly-junk jobs."""
-    from classranker_plugin.training.job_head_fit import fit_calibrated_head
     from classranker_plugin.training.metrics import roc_auc
 
     train, names = composition_jobs(0, [0.2, 0.3, 0.4, 0.5, 0.3, 0.25, 0.6, 0.35] * 2)
-    head = fit_calibrated_head(train, names, l2=0.01, draws=24, seed=0)
+    head = fit_head(train, names, l2=0.01, calibrate=True, draws=24, seed=0)
     plain = JobHead(head.input_names, head.weights, head.bias)
     all_good, _ = composition_jobs(5, [1.0, 1.0, 0.95, 1.0])
     mixed, _ = composition_jobs(6, [0.2, 0.3, 0.4])
@@ -157,10 +156,9 @@ def test_calibration_keeps_the_good_classes_of_an_all_good_job():
 
 
 def test_calibration_goes_through_the_checkpoint(tmp_path):
-    from classranker_plugin.training.job_head_fit import fit_calibrated_head
 
     train, names = composition_jobs(0, [0.3, 0.5, 0.2, 0.4])
-    head = fit_calibrated_head(train, names, draws=8)
+    head = fit_head(train, names, calibrate=True, draws=8)
     ranker = load_model(device="cpu")
     ranker.job_head = head
     path = save_checkpoint(tmp_path / "calibrated.pt", ranker)

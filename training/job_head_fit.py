@@ -10,7 +10,7 @@ head also learns to rank from the images alone.
 ``fit_calibration`` then fits the head's per-job calibration (``job_head.Calibration``) on sub-jobs
 drawn from the labelled jobs with every share of good classes (``composition_draws``: a quarter of
 them all good, a quarter at least 85 % good), so that a cutoff of 0.5 holds on a job of nearly all
-good classes as on a job of mostly junk. ``fit_calibrated_head`` does both.
+good classes as on a job of mostly junk. ``fit_head(..., calibrate=True)`` does both.
 """
 from __future__ import annotations
 
@@ -97,17 +97,23 @@ def _logistic(design: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: np.ndarra
 
 
 def fit_head(records: list, names, l2: float = 0.01, group_weights: Optional[dict] = None,
-             iterations: int = 50) -> JobHead:
+             iterations: int = 50, calibrate: bool = False, draws: int = 24, seed: int = 0) -> JobHead:
     """Newton-Raphson logistic regression; weights sum to 1 per job (times its ``weight``), then to
     ``group_weights[group]`` per group when given. The loss is the weighted mean log-loss plus
-    ``l2 / 2 * |w|^2`` (the bias is not penalised). No calibration (see :func:`fit_calibration`)."""
+    ``l2 / 2 * |w|^2`` (the bias is not penalised). With ``calibrate``, then :func:`fit_calibration`
+    on the same jobs (``draws`` sub-jobs each)."""
     x, y, w, input_names = _design(_group_weighted(records, group_weights), names)
     design = np.hstack([x, np.ones((len(x), 1))])
     ridge = np.full(design.shape[1], l2)
     ridge[-1] = 0.0
     beta = _logistic(design, y, w, ridge, iterations=iterations)
-    return JobHead(input_names=input_names, weights=beta[:-1], bias=float(beta[-1]),
+    head = JobHead(input_names=input_names, weights=beta[:-1], bias=float(beta[-1]),
                    metrics={"l2": l2, "classes": int(len(x)), "jobs": len(records)})
+    if calibrate:
+        head.calibration = fit_calibration(head, records, names, draws=draws, l2=l2,
+                                           group_weights=group_weights, seed=seed)
+        head.metrics["calibration_draws"] = draws
+    return head
 
 
 def composition_draws(record: JobRecord, rng: np.random.Generator, n: int) -> list:
@@ -161,16 +167,6 @@ def fit_calibration(head: JobHead, records: list, names, draws: int = 24, l2: fl
     k = len(JOB_INPUTS)
     return Calibration(weights=beta[1 + k:1 + 2 * k], stretch=beta[1:1 + k], scale=float(beta[0]),
                        shift=float(beta[-1]))
-
-
-def fit_calibrated_head(records: list, names, l2: float = 0.01, group_weights: Optional[dict] = None,
-                        draws: int = 24, seed: int = 0) -> JobHead:
-    """:func:`fit_head`, then :func:`fit_calibration` on the same jobs."""
-    head = fit_head(records, names, l2=l2, group_weights=group_weights)
-    head.calibration = fit_calibration(head, records, names, draws=draws, l2=l2,
-                                       group_weights=group_weights, seed=seed)
-    head.metrics["calibration_draws"] = draws
-    return head
 
 
 def head_scores(head: JobHead, record: JobRecord, names) -> np.ndarray:

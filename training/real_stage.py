@@ -19,15 +19,25 @@ import numpy as np
 
 from classranker_plugin.checkpoint import load_model, save_checkpoint
 
-from .job_head_fit import JobRecord, drop_metadata, fit_calibrated_head, fit_head
+from .job_head_fit import JobRecord, drop_metadata, fit_head
 from .real_data import RealDataset, RealSource, score_dataset
 
 FINETUNE_LR = 3e-4
 
 
-def corpus_records(path: Path, ranker) -> tuple[list, list]:
-    """Per job of a dataset folder (e.g. data/relion_corpus/train): its JobRecord and a copy without
-    metadata; and the feature names."""
+def corpus_records(corpus_train, ranker) -> tuple[list, list]:
+    """Per job of a dataset folder (e.g. data/relion_corpus/train), or of several (their feature names
+    must agree): its JobRecord and a copy without metadata; and the feature names."""
+    records, names = [], None
+    for folder in _folders(corpus_train):
+        found, found_names = _folder_records(folder, ranker)
+        if names is not None and list(found_names) != list(names):
+            raise ValueError(f"{folder} has other features than {_folders(corpus_train)[0]}")
+        records, names = records + found, found_names
+    return records, names
+
+
+def _folder_records(path: Path, ranker) -> tuple[list, list]:
     from .dataset import load_dataset
 
     data = load_dataset(path)
@@ -78,26 +88,15 @@ def finetune_on_real(init: Path, corpus_train, datasets: Iterable[RealDataset], 
     return model
 
 
-def corpora_records(corpus_train, ranker) -> tuple[list, list]:
-    """:func:`corpus_records` of one corpus training folder or several (their feature names must agree)."""
-    records, names = [], None
-    for folder in _folders(corpus_train):
-        found, found_names = corpus_records(folder, ranker)
-        if names is not None and list(found_names) != list(names):
-            raise ValueError(f"{folder} has other features than {_folders(corpus_train)[0]}")
-        records, names = records + found, found_names
-    return records, names
-
-
 def fit_job_head(ranker, corpus_train, datasets: Iterable[RealDataset], l2: float = 0.01,
                  real_weight: float = 1.0, calibrate: bool = False):
     """The job head for ``ranker``'s network, fitted on the corpus jobs (one training folder or
     several) and the real datasets; with ``calibrate``, with its per-job calibration (measured in
     benchmarks/RESULTS.md: not used by the bundled model, which it did not improve)."""
-    corpus, names = corpora_records(corpus_train, ranker)
+    corpus, names = corpus_records(corpus_train, ranker)
     real = [r for d in datasets for r in real_records(score_dataset(d, ranker), ranker)]
-    fit = fit_calibrated_head if calibrate else fit_head
-    head = fit(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight})
+    head = fit_head(corpus + real, names, l2=l2, group_weights={"corpus": 1.0, "real": real_weight},
+                    calibrate=calibrate)
     head.metrics.update({"corpus": [str(p) for p in _folders(corpus_train)], "real_datasets": [d.name for d in datasets],
                          "real_weight": real_weight})
     return head

@@ -79,10 +79,10 @@ def add_job_head(dataset, model, calibrate: bool = False):
     from pathlib import Path
 
     from ..checkpoint import load_model
-    from ..training.job_head_fit import fit_calibrated_head, fit_head
+    from ..training.job_head_fit import fit_head
     from ..training.real_stage import corpus_records, with_job_head
 
     records, names = corpus_records(Path(dataset), load_model(model, device="cpu"))
-    head = (fit_calibrated_head if calibrate else fit_head)(records, names)
+    head = fit_head(records, names, calibrate=calibrate)
     with_job_head(model, head, model)
     return head, len(records) // 2        # corpus_records gives each job with and without metadata
