@@ -7,11 +7,15 @@ afterwards unless --keep), then for each prints:
   cat            `cat file > /dev/null` (best of 3): the I/O limit, from a warm page cache (a memory
                  copy) and cold (the file's pages dropped first with posix_fadvise DONTNEED: a read
                  from the disk, or from the host's cache on a virtual machine)
+  head -c half   `head -c <half the file> > out && sync out`, cold: the I/O that a subset keeping
+                 half the rows cannot avoid (read it all, write and fsync half), against cold cat
   python read    the file read in 16 MB chunks into one buffer (what any Python reader pays)
   starfile.read  the whole table with starfile/pandas (what the reader did before)
   count pass     find_particle_loop + count_particles: per-class particle counts
   class array    particle_classes: rlnClassNumber of every particle as int32
   subset         write_subset of half the classes (rows copied verbatim; optics block kept)
+  numpy scanner  count and subset with CLASSRANKER_PURE_PYTHON=1: the scanner that runs where the C
+                 inner loops (classranker_plugin/io/_rowscan.c) were not built
 The read, count and subset steps run warm and cold; "x cat" compares each with cat in the same state.
 Each step but cat runs in its own child process: time of the step itself (after imports; wall and
 CPU time, the latter less sensitive to a busy machine) and the child's peak RSS (getrusage RUSAGE_SELF ru_maxrss), shown also above the baseline of a child that
@@ -91,9 +95,9 @@ def _step(name: str, path: str, out: str) -> dict:
     from classranker_plugin.io.particles import (count_particles, find_particle_loop, particle_classes,
                                                  write_subset)
     result = {}
-    trace = name.endswith("+trace")      # tracemalloc slows allocations: memory from a second run
-    cold = name.endswith("+cold")
-    name = name.split("+")[0]
+    name, *flags = name.split("+")
+    trace = "trace" in flags             # tracemalloc slows allocations: memory from a second run
+    cold = "cold" in flags
     if cold:
         drop_from_cache(Path(path))
     if trace:
@@ -131,8 +135,10 @@ def _step(name: str, path: str, out: str) -> dict:
 
 def run_step(name: str, path: Path, out: Path) -> dict:
     command = [sys.executable, __file__, "--step", name, str(path), str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if "+numpy" in name:                 # the scanner used where the C inner loops were not built
+        env["CLASSRANKER_PURE_PYTHON"] = "1"
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"step {name} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -163,6 +169,25 @@ def cat_seconds(path: Path, repeats: int = 3, cold: bool = False) -> tuple[float
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         best = min(best, (seconds, cpu))
+    return best
+
+
+def copy_half_seconds(path: Path, out: Path, repeats: int = 3) -> tuple[float, float]:
+    """(best wall time, its CPU time) of `head -c <half> file > out && sync out`, the file dropped
+    from the cache first: the I/O a subset keeping half the rows cannot avoid (read all, write and
+    fsync half)."""
+    half = path.stat().st_size // 2
+    best = (float("inf"), float("nan"))
+    for _ in range(repeats):
+        drop_from_cache(path)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(["sh", "-c", f'head -c {half} "$0" > "$1" && sync "$1"', str(path), str(out)],
+                       check=True)
+        seconds = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        best = min(best, (seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+        out.unlink()
     return best
 
 
@@ -206,11 +231,15 @@ def main():
             cat = {False: cat_seconds(path), True: cat_seconds(path, cold=True)}
             rows.append(("cat > /dev/null (warm)", *cat[False], None, None, cat[False][0]))
             rows.append(("cat > /dev/null (cold)", *cat[True], None, None, cat[True][0]))
+            copy = copy_half_seconds(path, out)
+            rows.append(("head -c half > file, sync (cold)", *copy, None, None, cat[True][0]))
             steps = (("read", "python read, 16 MB chunks"), ("read+cold", "python read (cold)"),
                      ("starfile", "starfile.read"), ("count", "count pass (ours)"),
                      ("count+cold", "count pass (ours, cold)"), ("classes", "class array int32 (ours)"),
                      ("subset", "subset, half the classes (ours)"),
-                     ("subset+cold", "subset (ours, cold)"))
+                     ("subset+cold", "subset (ours, cold)"),
+                     ("count+numpy", "count pass (numpy scanner, no C)"),
+                     ("subset+numpy", "subset (numpy scanner, no C)"))
             for name, label in steps:
                 t_cat = cat[name.endswith("+cold")][0]
                 if name == "starfile" and starfile_runs:
@@ -225,13 +254,13 @@ def main():
                                      estimate, None, t_cat))
                         continue
                 result = run_step(name, path, out)
-                if name in ("count", "classes", "subset"):   # memory: warm runs only
+                if name in ("count", "classes", "subset"):   # memory: warm runs of the default scanner
                     result["tracemalloc_mb"] = run_step(name + "+trace", path, out)["tracemalloc_mb"]
                 if name == "starfile":
                     starfile_runs[n] = (result["peak_rss_mb"], result["seconds"], result["cpu_seconds"])
                 rows.append((label, result["seconds"], result["cpu_seconds"], result["peak_rss_mb"],
                              result.get("tracemalloc_mb"), t_cat))
-                if name.startswith("subset"):
+                if name.startswith("subset") and "numpy" not in name:
                     print(f"  subset: {result['bytes_written'] / 1e6:,.0f} MB written")
                     out.unlink(missing_ok=True)
             print(f"  {'step':<48} {'time s':>8} {'x cat':>7} {'CPU s':>7} {'peak RSS MB':>12} "

@@ -1,6 +1,7 @@
 """The streamed data.star reader and subset writer (io/particles.py) against starfile and the earlier
 whole-file writer: RELION 3.0 / 3.1 layouts, comments, blank lines, quotes, CRLF, chunk edges,
-bad files, and memory that does not grow with the number of particles."""
+bad files, and memory that does not grow with the number of particles. Every test runs twice: with
+the compiled row scanner (io/_rowscan.c) and with the numpy one it falls back to."""
 import tracemalloc
 
 import numpy as np
@@ -11,6 +12,7 @@ import starfile
 from classranker_plugin.classset import ParticleSet, Selection
 from classranker_plugin.errors import InputError
 from classranker_plugin.io import read_classes, write_particles
+from classranker_plugin.io import particle_rows
 from classranker_plugin.io.particles import (count_particles, find_particle_loop, particle_classes,
                                              write_subset)
 
@@ -19,6 +21,16 @@ LABELS = ["rlnCoordinateX", "rlnCoordinateY", "rlnImageName", "rlnMicrographName
           "rlnLogLikeliContribution", "rlnMaxValueProbDistribution", "rlnNrOfSignificantSamples"]
 OPTICS = ("# version 30001\n\ndata_optics\n\nloop_ \n_rlnOpticsGroupName #1 \n_rlnOpticsGroup #2 \n"
           "_rlnImagePixelSize #3 \nopticsGroup1 1 1.06 \n \n\n")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def scanner(request, monkeypatch):
+    """The row scanner under test: the C inner loops, or numpy (what runs where nothing compiled)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(particle_rows, "_rowscan", None)
+    elif particle_rows._rowscan is None:
+        pytest.skip("the C row scanner was not built when installing (no compiler?); numpy is tested")
+    return request.param
 
 
 def rows_text(n, seed=0, n_classes=12, class_first=False):
@@ -263,7 +275,7 @@ def test_damaged_rows_are_refused_with_the_line(tmp_path):
     fields[7] = "3.5"
     bad_class[10] = " ".join(fields) + "\n"
     path.write_text(header + "".join(bad_class))
-    with pytest.raises(InputError, match="rlnClassNumber must hold whole numbers; found '3.5'"):
+    with pytest.raises(InputError, match="rlnClassNumber must hold whole numbers .below 2\^62.; found '3.5'"):
         count_particles(path)
 
 
@@ -400,6 +412,13 @@ def test_long_and_signed_class_numbers_take_the_slow_path(tmp_path):
     path = tmp_path / "data.star"
     path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
     np.testing.assert_array_equal(particle_classes(path), classes)
+    fields = lines[9].split()
+    fields[7] = "1" * 20                                  # beyond int64: refused, not overflowed
+    lines[9] = " ".join(fields) + "\n"
+    path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
+    with pytest.raises(InputError, match=r"whole numbers \(below 2\^62\); found '1{20}'") as error:
+        particle_classes(path)
+    assert str(path) in str(error.value)
 
 
 def test_counts_of_unusual_class_numbers(tmp_path):
@@ -430,3 +449,57 @@ def test_selection_mask_equals_isin_for_any_class_numbers():
         for invert in (False, True):
             expected = np.isin(values, wanted) ^ invert
             np.testing.assert_array_equal(Selection(classes=wanted, invert=invert).mask(values), expected)
+
+
+def _chunk_result(text: bytes, loop, compiled):
+    """(starts, ends, classes, lines, block start) or the line index of the error, of one chunk."""
+    saved = particle_rows._rowscan
+    if not compiled:
+        particle_rows._rowscan = None
+    try:
+        raw = bytearray(b"\n" * particle_rows._PAD + text + b"\n" * particle_rows._PAD)
+        stop = particle_rows._PAD + len(text)
+        anchor = particle_rows._Anchor.choose(loop, text.split(b"\n")[:200])
+        chunk, lines, block = particle_rows._chunk_rows(raw, stop, loop, anchor)
+    except particle_rows._LineError as error:
+        return ("error", error.index)
+    finally:
+        particle_rows._rowscan = saved
+    if chunk is None:
+        return (None, lines, block)
+    return (chunk.starts.tolist(), chunk.ends.tolist(), chunk.classes.tolist(), lines, block)
+
+
+def test_compiled_and_numpy_scanners_read_every_chunk_alike(tmp_path, scanner):
+    """Random chunks with the awkward cases (quotes, comments, blank lines, CR, tabs, NUL padding,
+    signed, float, long and missing class numbers, wrong field counts, a data_ block): the C scanner
+    gives exactly what the numpy one gives, rows and errors alike."""
+    if scanner == "numpy":
+        pytest.skip("compares the compiled scanner with numpy")
+    lines, _ = rows_text(400, seed=21)
+    path = tmp_path / "data.star"
+    path.write_text(OPTICS + "data_particles\n\n" + labels_text(LABELS) + "".join(lines))
+    loop = find_particle_loop(path)
+    rng = np.random.default_rng(5)
+    edits = [lambda f: f, lambda f: f, lambda f: f,
+             lambda f: f[:7] + ["-3"] + f[8:], lambda f: f[:7] + ["4.000"] + f[8:],
+             lambda f: f[:7] + ["1" * 20] + f[8:], lambda f: f[:7] + ["x7"] + f[8:],
+             lambda f: f[:2] + ['"a b"'] + f[3:], lambda f: f + ["# note"], lambda f: f[:-1],
+             lambda f: f + ["extra"], lambda f: [], lambda f: ["#", "comment"],
+             lambda f: f[:3] + ["'q'"] + f[4:]]
+    separators = [" ", " ", "  ", "\t", " \r"]
+    for trial in range(120):
+        picked = rng.choice(len(lines), 30)
+        out = []
+        for i in picked:
+            fields = lines[i].split()
+            if rng.random() < 0.3:
+                fields = edits[rng.integers(len(edits))](fields)
+            sep = separators[rng.integers(len(separators))]
+            out.append(sep.join(fields) + ("\r\n" if rng.random() < 0.1 else "\n"))
+        if trial % 10 == 0:
+            out.insert(int(rng.integers(len(out))), "data_next\n")
+        text = "".join(out).encode()
+        if trial % 7 == 0:
+            text += b"\0" * 40 + b"\n"
+        assert _chunk_result(text, loop, True) == _chunk_result(text, loop, False), text[:400]

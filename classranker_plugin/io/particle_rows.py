@@ -26,6 +26,13 @@ from numpy.lib.stride_tricks import as_strided
 from ..errors import InputError
 from .particle_header import CLASS_LABEL, ParticleLoop, blocks_found, header_blocks
 
+try:                                   # the compiled inner loops (setup.py builds them when it can)
+    from . import _rowscan
+except ImportError:                    # pragma: no cover (no compiler at install: numpy below)
+    _rowscan = None
+if os.environ.get("CLASSRANKER_PURE_PYTHON"):
+    _rowscan = None
+
 CHUNK_BYTES = 1 << 21          # 2 MiB per chunk: the numpy passes stay in cache (30% faster than 4 MiB)
 MAX_THREADS = 4                # worker threads of a scan (one per core up to this)
 _MAX_WINDOW = 512              # widest window (bytes) searched for the class field from a line end
@@ -69,17 +76,16 @@ def _class_value(token: bytes, path: Path, index: int) -> int:
     """The class number in ``token`` (a whole number, possibly written as a float); _LineError if not."""
     text = token.strip(b"\"'")
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not np.isfinite(value) or value != round(value):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+    if not np.isfinite(value) or value != round(value) or abs(value) >= 1 << 62:
         found = text.decode("utf-8", "replace")
         raise _LineError(index, lambda line: InputError(
-            f"{CLASS_LABEL} must hold whole numbers; found {found!r} (line {line})", path,
+            f"{CLASS_LABEL} must hold whole numbers (below 2^62); found {found!r} (line {line})", path,
             f"repair the {CLASS_LABEL} column"))
     return int(value)
 
@@ -252,6 +258,41 @@ def _newlines(a: np.ndarray, begin: int, stop: int) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
+def _compiled_scan(raw: bytearray, stop: int, loop: ParticleLoop) -> tuple:
+    """(newline offsets, fields per line, class per line, ok per line) of raw[_PAD:stop], by the C
+    scanner: ok lines have as many fields as labels, no quote or '#', and a plain-digit class."""
+    n = _rowscan.count_lines(raw, _PAD, stop)
+    line_ends = np.empty(n, dtype=np.int64)
+    fields = np.empty(n, dtype=np.int32)
+    classes = np.empty(n, dtype=np.int64)
+    ok = np.empty(n, dtype=bool)
+    _rowscan.scan(raw, _PAD, stop, loop.column, loop.n_columns, line_ends, fields, classes, ok)
+    return line_ends, fields, classes, ok
+
+
+def copy_rows(chunk: "_Chunk", keep: np.ndarray):
+    """The bytes of the chunk's rows where ``keep`` is True, verbatim and in order (bytes-like)."""
+    keep = np.ascontiguousarray(keep, dtype=bool)
+    if _rowscan is not None:
+        out = bytearray(int(chunk.ends[-1] - chunk.starts[0]) if len(keep) else 0)
+        written = _rowscan.copy_rows(chunk.raw, np.ascontiguousarray(chunk.starts),
+                                     np.ascontiguousarray(chunk.ends), keep, out)
+        return memoryview(out)[:written]
+    starts, ends = _runs(chunk.starts[keep], chunk.ends[keep])
+    view = memoryview(chunk.raw)
+    return b"".join([view[s:e] for s, e in zip(starts, ends)])
+
+
+def _runs(starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
+    """Merge adjacent [start, end) ranges: (run starts, run ends) as lists."""
+    if not len(starts):
+        return [], []
+    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    first = np.concatenate([[0], breaks])
+    last = np.concatenate([breaks - 1, [len(starts) - 1]])
+    return starts[first].tolist(), ends[last].tolist()
+
+
 def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop,
                 anchor: _Anchor) -> tuple[Optional[_Chunk], int, Optional[int]]:
     """(rows, lines read, offset in ``raw`` of a data_ line ending the loop or None) of the complete
@@ -264,7 +305,8 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop,
     reported with its line number.
     """
     a = np.frombuffer(raw, dtype=np.uint8)
-    newlines = _newlines(a, _PAD, stop)
+    compiled = _compiled_scan(raw, stop, loop) if _rowscan is not None else None
+    newlines = compiled[0] if compiled is not None else _newlines(a, _PAD, stop)
     ls = np.empty(len(newlines), dtype=np.int64)
     ls[0] = _PAD
     ls[1:] = newlines[:-1] + 1
@@ -281,11 +323,15 @@ def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop,
         return None, 0, block_start
     le = newlines
     segment = a[_PAD:stop]
-    ws_all = a[:stop + _PAD] <= 32                      # the windows reach at most _PAD beyond
-    ws = ws_all[_PAD:stop]
-    fields = int(np.count_nonzero(ws[:-1] > ws[1:])) + int(not ws[0])
-    ok, classes = _fast_classes(raw, ws_all, ls, le, loop, anchor)
-    del ws, ws_all
+    if compiled is not None:
+        _, line_fields, classes, ok = (part[:n_lines] for part in compiled)
+        fields = int(line_fields.sum())
+    else:
+        ws_all = a[:stop + _PAD] <= 32                  # the windows reach at most _PAD beyond
+        ws = ws_all[_PAD:stop]
+        fields = int(np.count_nonzero(ws[:-1] > ws[1:])) + int(not ws[0])
+        ok, classes = _fast_classes(raw, ws_all, ls, le, loop, anchor)
+        del ws, ws_all
     matched = False
     for careful in (False, True):
         if careful:

@@ -33,7 +33,7 @@ from ..errors import InputError
 from .atomic import atomic_write
 from .particle_header import (CLASS_LABEL, ParticleLoop, PathLike, find_particle_loop, header_bytes,
                               read_optics)
-from .particle_rows import CHUNK_BYTES, ScanEnd, scan_rows, scan_threads
+from .particle_rows import CHUNK_BYTES, ScanEnd, copy_rows, scan_rows, scan_threads
 
 __all__ = ["CHUNK_BYTES", "CLASS_LABEL", "ParticleLoop", "RowCountMismatch", "ScanEnd", "count_particles",
            "find_particle_loop", "header_bytes", "particle_classes", "read_optics", "scan_rows",
@@ -92,16 +92,6 @@ def particle_classes(path_or_loop, expected: Optional[int] = None,
     return out
 
 
-def _runs(starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
-    """Merge adjacent [start, end) ranges: (run starts, run ends) as lists."""
-    if not len(starts):
-        return [], []
-    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
-    first = np.concatenate([[0], breaks])
-    last = np.concatenate([breaks - 1, [len(starts) - 1]])
-    return starts[first].tolist(), ends[last].tolist()
-
-
 class RowCountMismatch(InputError):
     """The data.star does not have the rows the selection was made for."""
 
@@ -129,12 +119,8 @@ def write_subset(loop_or_path, targets: Sequence[tuple], expected_rows: Optional
             if expected_rows is not None and chunk.first_row + len(chunk.classes) > expected_rows:
                 raise RowCountMismatch(f"more than the {expected_rows} particles it had when it was read",
                                        loop.path, "do not change the data.star while ClassRanker runs")
-            view = memoryview(chunk.raw)
             for handle, selection in handles:
-                keep = selection.mask(chunk.classes, chunk.first_row)
-                starts, ends = _runs(chunk.starts[keep], chunk.ends[keep])
-                handle.write(b"".join([view[s:e] for s, e in zip(starts, ends)]))
-            del view
+                handle.write(copy_rows(chunk, selection.mask(chunk.classes, chunk.first_row)))
         if expected_rows is not None and end.rows != expected_rows:
             raise RowCountMismatch(f"{end.rows} particles, {expected_rows} when it was read", loop.path,
                                    "do not change the data.star while ClassRanker runs")
