@@ -9,7 +9,7 @@ see :mod:`.star`), in three modules:
   loop's labels (RELION 3.1+: ``data_optics`` then ``data_particles``; RELION 3.0: one unnamed
   ``data_`` table).
 - :mod:`.particle_rows`: :func:`scan_rows` yields the rows in chunks with the class number of each
-  (numpy, chunks tokenised on worker threads, every row's field count checked).
+  (C inner loops or numpy, chunks tokenised on worker threads, every row's field count checked).
 - here, the passes: :func:`count_particles`, :func:`particle_classes`, and :func:`write_subset`, which
   copies the header (optics kept) and the selected rows verbatim, in one pass, to one or two files
   through the atomic writer; :func:`stream_particles` builds the light
