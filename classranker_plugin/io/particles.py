@@ -21,6 +21,7 @@ dropped), then the rest of the file from the next ``data_`` block.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
@@ -92,6 +93,26 @@ def particle_classes(path_or_loop, expected: Optional[int] = None,
     return out
 
 
+class _Output:
+    """A subset file being written: every WRITEBACK_BYTES, the bytes so far are handed to the kernel
+    for writing back (posix_fadvise DONTNEED starts writeback of dirty pages without waiting), so
+    that the atomic writer's fsync at the end has little left to wait for."""
+
+    WRITEBACK_BYTES = 32 << 20
+
+    def __init__(self, handle):
+        self.handle, self.written, self.flushed = handle, 0, 0
+
+    def write(self, data) -> None:
+        self.handle.write(data)
+        self.written += len(data)
+        if self.written - self.flushed >= self.WRITEBACK_BYTES and hasattr(os, "posix_fadvise"):
+            self.handle.flush()
+            os.posix_fadvise(self.handle.fileno(), self.flushed, self.written - self.flushed,
+                             os.POSIX_FADV_DONTNEED)
+            self.flushed = self.written
+
+
 class RowCountMismatch(InputError):
     """The data.star does not have the rows the selection was made for."""
 
@@ -114,7 +135,7 @@ def write_subset(loop_or_path, targets: Sequence[tuple], expected_rows: Optional
             tmp = stack.enter_context(atomic_write(path))
             handle = stack.enter_context(open(tmp, "wb"))
             handle.write(header)
-            handles.append((handle, selection))
+            handles.append((_Output(handle), selection))
         for chunk in scan_rows(loop, end, chunk_bytes=chunk_bytes):
             if expected_rows is not None and chunk.first_row + len(chunk.classes) > expected_rows:
                 raise RowCountMismatch(f"more than the {expected_rows} particles it had when it was read",
@@ -128,7 +149,7 @@ def write_subset(loop_or_path, targets: Sequence[tuple], expected_rows: Optional
             with open(loop.path, "rb") as source:
                 for handle, _ in handles:
                     source.seek(end.trailer_start)
-                    shutil.copyfileobj(source, handle, 1 << 20)
+                    shutil.copyfileobj(source, handle.handle, 1 << 20)
     return [Path(path) for path, _ in targets]
 
 
