@@ -296,7 +296,7 @@ def _runs(starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
 
 
 def _chunk_rows(raw: bytearray, stop: int, loop: ParticleLoop,
-                anchor: _Anchor) -> tuple[Optional[_Chunk], int, Optional[int]]:
+                anchor: Optional[_Anchor]) -> tuple[Optional[_Chunk], int, Optional[int]]:
     """(rows, lines read, offset in ``raw`` of a data_ line ending the loop or None) of the complete
     lines in raw[_PAD:stop] (which ends with a newline). A data_ block starts only at column 0 here
     (RELION writes it so; an indented one fails the field count as a row and is reported).
@@ -440,7 +440,7 @@ def scan_rows(loop: ParticleLoop, end: Optional[ScanEnd] = None, chunk_bytes: in
                 piece = next(chunks, None)
                 if piece is not None:
                     raw, stop, offset = piece
-                    if anchor is None:
+                    if anchor is None and _rowscan is None:    # only the numpy scanner uses it
                         sample = bytes(raw[_PAD:stop]).split(b"\n", 200)[:200]
                         anchor = _Anchor.choose(loop, sample)
                     work = (pool.submit(_chunk_rows, raw, stop, loop, anchor) if pool is not None
